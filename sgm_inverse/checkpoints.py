@@ -1,0 +1,146 @@
+"""Checkpoints: safetensors weights plus a JSON config. Nothing is ever unpickled.
+
+A score-model checkpoint is either a directory holding `config.json` and `model.safetensors`,
+or a pair `<name>.safetensors` + `<name>.json`. The config records everything needed to rebuild
+the model: {"format", "sde": {...}, "network": {"type", ...}, "sigma_data", "image_shape",
+"data": {...}, "training": {...}}.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .nets import NETWORKS, UNetConfig
+from .score import ScoreModel
+from .sde import sde_from_config
+
+FORMAT = "sgm-inverse/1"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+# Shipped reference checkpoints: name -> what they are (files live in WEIGHTS_DIR).
+SHIPPED = {
+    "ellipses64": "random-ellipse CT phantoms, 1x64x64",
+    "brain64": "MNI ICBM152 T1 slices, 1x64x64 (CT and MRI)",
+    "digits32": "MNIST digits, 1x32x32",
+    "patches32": "colour photo patches, 3x32x32",
+}
+_PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"}
+
+
+def _refuse_pickle(path: Path) -> None:
+    head = path.open("rb").read(4) if path.is_file() else b""
+    # 0x80 starts a pickle stream; "PK" is torch.save's zip container (pickle inside).
+    if path.suffix.lower() in _PICKLE_SUFFIXES or head[:1] == b"\x80" or head[:2] == b"PK":
+        raise ValueError(f"{path} looks like a pickle/torch.save file; sgm-inverse never unpickles files "
+                         f"(arbitrary code execution). Convert it to safetensors + a JSON config.")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same directory and rename, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save_tensors(tensors: dict, path: Path, metadata: dict | None = None) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_score_model(config: dict) -> ScoreModel:
+    """Rebuild an (untrained) ScoreModel from a checkpoint config."""
+    if config.get("format") != FORMAT:
+        raise ValueError(f"unsupported checkpoint format {config.get('format')!r}; expected {FORMAT!r}")
+    net_cfg = dict(config["network"])
+    kind = net_cfg.pop("type", "UNet")
+    if kind not in NETWORKS:
+        raise ValueError(f"unknown network type {kind!r}; expected one of {sorted(NETWORKS)}")
+    for key in ("channel_mult", "attn_resolutions"):
+        if key in net_cfg:
+            net_cfg[key] = tuple(net_cfg[key])
+    network = NETWORKS[kind](UNetConfig(**net_cfg))
+    return ScoreModel(network, sde_from_config(config["sde"]), sigma_data=config.get("sigma_data", 0.5),
+                      config=config)
+
+
+def model_config(model: ScoreModel, **extra) -> dict:
+    """The JSON config describing `model` (plus data / training records in `extra`)."""
+    cfg = {"format": FORMAT, "sde": model.sde.config(),
+           "network": {"type": type(model.network).__name__, **model.network.config.to_dict()},
+           "sigma_data": model.sigma_data, "image_shape": list(model.image_shape)}
+    for key, value in model.config.items():
+        cfg.setdefault(key, value)
+    cfg.update(extra)
+    return cfg
+
+
+def save_score_model(model: ScoreModel, path, **extra) -> Path:
+    """Write `<path>/model.safetensors` and `<path>/config.json` (path a directory) or
+    `<stem>.safetensors` + `<stem>.json` (path ending in .safetensors)."""
+    path = Path(path)
+    weights, cfg_path = _paths(path, create=True)
+    atomic_save_tensors(model.network.state_dict(), weights)
+    atomic_write_bytes(cfg_path, json.dumps(model_config(model, **extra), indent=2).encode())
+    return weights
+
+
+def _paths(path: Path, create: bool = False) -> tuple[Path, Path]:
+    if path.suffix == ".safetensors":
+        return path, path.with_suffix(".json")
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path / "model.safetensors", path / "config.json"
+
+
+def resolve_checkpoint(name_or_path) -> tuple[Path, Path]:
+    """Return (weights, config) paths for a shipped name, a directory or a .safetensors file."""
+    name = str(name_or_path)
+    if name in SHIPPED:
+        weights = WEIGHTS_DIR / f"{name}.safetensors"
+        if not weights.exists():
+            raise FileNotFoundError(f"shipped checkpoint {name!r} is not in this installation ({weights})")
+        return weights, weights.with_suffix(".json")
+    path = Path(name).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint named {name!r}: not a shipped name ({', '.join(SHIPPED)}) "
+                                f"and no such file or directory")
+    if path.is_file():
+        _refuse_pickle(path)
+        if path.suffix != ".safetensors":
+            raise ValueError(f"{path}: expected a .safetensors file or a checkpoint directory")
+    weights, cfg = _paths(path)
+    for p in (weights, cfg):
+        if not p.exists():
+            raise FileNotFoundError(f"checkpoint {path} is missing {p.name}")
+    return weights, cfg
+
+
+def load_score_model(name_or_path, device=None) -> ScoreModel:
+    """Load a ScoreModel (EMA weights, eval mode) by shipped name or path; `device` defaults to CPU."""
+    weights, cfg_path = resolve_checkpoint(name_or_path)
+    config = json.loads(cfg_path.read_text())
+    model = build_score_model(config)
+    model.network.load_state_dict(load_file(str(weights), device="cpu"))
+    return model.eval().requires_grad_(False).to(device or "cpu")

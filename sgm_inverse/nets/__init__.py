@@ -1,0 +1,6 @@
+"""Score networks. `NETWORKS` maps a config's network type to its class (one small dict)."""
+from .unet import UNet, UNetConfig
+
+NETWORKS = {"UNet": UNet}
+
+__all__ = ["UNet", "UNetConfig", "NETWORKS"]

@@ -1,0 +1,113 @@
+"""Score models: a network plus an SDE, with all noise preconditioning in one place.
+
+Any SDE here perturbs data as x_t = alpha(t) x_0 + std(t) z. Dividing by alpha gives a
+variance-exploding view x~ = x_t / alpha with noise level sigma~ = std / alpha, in which
+the EDM preconditioning (Karras et al. 2022) keeps the network's input and target O(1):
+
+    D(x~; sigma~) = c_skip x~ + c_out F(c_in x~, c_noise)          (denoiser, ~ E[x_0 | x_t])
+    c_skip = sd^2 / (sigma~^2 + sd^2),  c_out = sigma~ sd / sqrt(sigma~^2 + sd^2),
+    c_in = 1 / sqrt(sigma~^2 + sd^2),   c_noise = ln(sigma~) / 4,
+
+and the score follows from Tweedie's formula:  s(x_t, t) = (alpha D - x_t) / std^2.
+Shapes: x (B, C, H, W), t (B,).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .sde import SDE
+from .utils import append_dims, time_vector
+
+
+def tweedie_denoise(score_model, x: torch.Tensor, t, score: torch.Tensor | None = None) -> torch.Tensor:
+    """E[x_0 | x_t] = (x_t + std^2 s(x_t, t)) / alpha for any object with `.sde` and `__call__`."""
+    t = time_vector(t, x.shape[0], x)
+    alpha, std = score_model.sde.scale_std(t)
+    if score is None:
+        score = score_model(x, t)
+    return (x + append_dims(std ** 2, x.ndim) * score) / append_dims(alpha, x.ndim)
+
+
+class ScoreModel(nn.Module):
+    """s_theta(x, t) ~ grad_x log p_t(x) from a network F(x, c_noise) and an SDE.
+
+    Satisfies the ScoreModel protocol (`.sde`, `__call__(x, t) -> score`). `config` records
+    what a checkpoint needs to rebuild it (see `sgm_inverse.checkpoints`).
+    """
+
+    def __init__(self, network: nn.Module, sde: SDE, sigma_data: float = 0.5, config: dict | None = None):
+        super().__init__()
+        self.network, self.sde, self.sigma_data = network, sde, float(sigma_data)
+        self.config = dict(config or {})
+
+    @property
+    def image_shape(self):
+        shape = self.config.get("image_shape")
+        if shape is not None:
+            return tuple(shape)
+        net_cfg = getattr(self.network, "config", None)
+        if net_cfg is not None:
+            return (net_cfg.in_channels, net_cfg.image_size, net_cfg.image_size)
+        return None
+
+    def denoise(self, x: torch.Tensor, t) -> torch.Tensor:
+        """Tweedie denoiser D(x_t, t) ~ E[x_0 | x_t], shape of x."""
+        t = time_vector(t, x.shape[0], x)
+        alpha, std = self.sde.scale_std(t)
+        sigma = std / alpha
+        sd2 = self.sigma_data ** 2
+        c_skip, c_out = sd2 / (sigma ** 2 + sd2), sigma * self.sigma_data / (sigma ** 2 + sd2).sqrt()
+        c_in = 1.0 / (sigma ** 2 + sd2).sqrt()
+        x_tilde = x / append_dims(alpha, x.ndim)
+        out = self.network(append_dims(c_in, x.ndim) * x_tilde, sigma.log() / 4)
+        return append_dims(c_skip, x.ndim) * x_tilde + append_dims(c_out, x.ndim) * out.to(x.dtype)
+
+    def forward(self, x: torch.Tensor, t) -> torch.Tensor:
+        t = time_vector(t, x.shape[0], x)
+        alpha, std = self.sde.scale_std(t)
+        return (append_dims(alpha, x.ndim) * self.denoise(x, t) - x) / append_dims(std ** 2, x.ndim)
+
+
+class GaussianScore:
+    """Exact score of p_t when p_0 = N(mu, Sigma) on flattened (B, D) or image tensors.
+
+    p_t = N(alpha mu, alpha^2 Sigma + std^2 I), so s(x, t) = -(alpha^2 Sigma + std^2 I)^{-1} (x - alpha mu).
+    """
+
+    def __init__(self, sde: SDE, mean: torch.Tensor, cov: torch.Tensor):
+        self.sde, self.mean, self.cov = sde, mean.double(), cov.double()
+        self.image_shape = tuple(mean.shape)
+
+    def __call__(self, x, t):
+        shape = x.shape
+        xf = x.reshape(shape[0], -1).double()
+        t = time_vector(t, shape[0], xf)
+        alpha, std = self.sde.scale_std(t)
+        eye = torch.eye(xf.shape[1], dtype=xf.dtype, device=xf.device)
+        cov_t = alpha[:, None, None] ** 2 * self.cov.to(xf.device) + std[:, None, None] ** 2 * eye
+        diff = xf - alpha[:, None] * self.mean.reshape(-1).to(xf.device)
+        s = -torch.linalg.solve(cov_t, diff.unsqueeze(-1)).squeeze(-1)
+        return s.reshape(shape).to(x.dtype)
+
+
+class GaussianMixtureScore:
+    """Exact score of p_t for p_0 = sum_k w_k N(mu_k, s_k^2 I) on (B, D) tensors (isotropic components)."""
+
+    def __init__(self, sde: SDE, weights: torch.Tensor, means: torch.Tensor, stds: torch.Tensor):
+        self.sde = sde
+        self.weights = weights.double() / weights.sum()
+        self.means, self.stds = means.double(), stds.double()
+        self.image_shape = (means.shape[1],)
+
+    def __call__(self, x, t):
+        xf = x.reshape(x.shape[0], -1).double()
+        t = time_vector(t, x.shape[0], xf)
+        alpha, std = self.sde.scale_std(t)
+        var = alpha[:, None] ** 2 * self.stds.to(xf)[None] ** 2 + std[:, None] ** 2     # (B, K)
+        diff = xf[:, None, :] - alpha[:, None, None] * self.means.to(xf)[None]          # (B, K, D)
+        d = xf.shape[1]
+        logp = self.weights.to(xf).log()[None] - 0.5 * diff.pow(2).sum(-1) / var - 0.5 * d * var.log()
+        resp = torch.softmax(logp, dim=1)                                                # (B, K)
+        s = -(resp[:, :, None] * diff / var[:, :, None]).sum(1)
+        return s.reshape(x.shape).to(x.dtype)
