@@ -1,0 +1,48 @@
+"""Shared bits of the benchmark scripts: run provenance and result files."""
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def provenance(device: torch.device | str = "cpu") -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=Path(__file__).parent).stdout.strip()
+        commit += "+uncommitted changes" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    device = torch.device(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return {"command": "python " + " ".join(sys.argv), "commit": commit, "device": name,
+            "torch": torch.__version__, "date": datetime.datetime.now().isoformat(timespec="seconds")}
+
+
+def write_results(stem: str, records: list, markdown_table: str, device="cpu", out_dir: Path = RESULTS) -> tuple[Path, Path]:
+    """Write <stem>.json ({"provenance", "records"}) and <stem>.md (provenance + table)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prov = provenance(device)
+    jpath, mpath = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    jpath.write_text(json.dumps({"provenance": prov, "records": records}, indent=2))
+    head = "\n".join(f"- {k}: `{v}`" for k, v in prov.items())
+    mpath.write_text(f"# {stem}\n\n{head}\n\n{markdown_table}\n")
+    return jpath, mpath
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
