@@ -1,0 +1,169 @@
+"""Base classes of the measurement physics.
+
+A forward model maps an image batch ``x`` of shape (B, C, H, W) to a measurement
+``y`` of shape (B, *measurement_shape()) and scores how well ``x`` explains ``y``:
+
+    log p(y | x) = -||A x - y||^2 / (2 sigma^2) + const,    sigma = noise_std
+
+(``sigma = 1`` when ``noise_std == 0``: the likelihood is then the plain data
+residual, which keeps gradients finite for noiseless problems).
+
+Linear models add the adjoint ``A^T`` and may expose the decomposition
+``A = P(Lambda) T`` used by the projection solver of Song et al. (ICLR 2022):
+``T`` an invertible "full measurement", ``Lambda`` a 0/1 mask, ``P`` the
+restriction to the observed entries.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["ForwardModel", "LinearForwardModel", "append_dims"]
+
+
+def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Append trailing singleton dims to a per-sample tensor ``v`` (B,) -> (B, 1, ..., 1)."""
+    return v.reshape(v.shape + (1,) * (ndim - v.ndim))
+
+
+def _as_tensor(y) -> torch.Tensor:
+    if isinstance(y, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(y))
+    if not isinstance(y, torch.Tensor):
+        raise ValueError(f"measurement must be a torch.Tensor or numpy array, got {type(y).__name__}")
+    return y
+
+
+class ForwardModel(nn.Module):
+    """A measurement process ``y = A(x) + noise_std * n``.
+
+    Subclasses implement ``forward`` and, when y is not image-shaped,
+    ``_measurement_shape(image_shape)``.  ``image_shape`` (C, H, W) and
+    ``noise_std`` are plain attributes, so a subclass may also set them after
+    ``super().__init__()``.
+    """
+
+    time_dependent: bool = False  # True: log_likelihood(x_t, y, t) is log p_t(y | x_t) itself
+
+    def __init__(self, image_shape=None, noise_std: float = 0.0):
+        super().__init__()
+        self.image_shape = None if image_shape is None else tuple(int(s) for s in image_shape)
+        if noise_std < 0:
+            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+        self.noise_std = float(noise_std)
+
+    # ----- shapes -------------------------------------------------------------------
+    def measurement_shape(self, image_shape=None) -> tuple:
+        """Shape of y without the batch dim, for images of ``image_shape`` (default: own)."""
+        image_shape = self.image_shape if image_shape is None else tuple(image_shape)
+        if image_shape is None:
+            raise ValueError(f"{type(self).__name__} has no image_shape; pass image_shape=(C, H, W)")
+        return tuple(self._measurement_shape(image_shape))
+
+    def _measurement_shape(self, image_shape) -> tuple:
+        return image_shape
+
+    @property
+    def measurement_dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def _check_image(self, x: torch.Tensor) -> None:
+        """Raise when ``x`` is not (B, *image_shape); forward() never broadcasts images."""
+        expected = self.image_shape
+        if x.ndim != 4 or (expected is not None and tuple(x.shape[1:]) != expected):
+            want = "(B, C, H, W)" if expected is None else f"(B, {', '.join(map(str, expected))})"
+            raise ValueError(f"{type(self).__name__}: image has shape {tuple(x.shape)}; expected {want}")
+
+    # ----- likelihood -----------------------------------------------------------------
+    def _sigma(self) -> float:
+        return self.noise_std if self.noise_std > 0 else 1.0
+
+    def log_likelihood(self, x: torch.Tensor, y: torch.Tensor, t=None) -> torch.Tensor:
+        """log p(y | x) = -||A x - y||^2 / (2 sigma^2), summed over non-batch dims -> (B,).
+
+        ``t`` is ignored (the likelihood of a physical measurement is time-independent).
+        """
+        r = self(x) - y
+        sq = (r.abs() ** 2 if r.is_complex() else r * r).flatten(1).sum(1)
+        return -sq / (2.0 * self._sigma() ** 2)
+
+    def simulate(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """y = A x + noise_std * n; n ~ N(0, I), complex with E|n|^2 = 1 for complex y."""
+        y = self(x)
+        if self.noise_std == 0:
+            return y
+        real = y.real if y.is_complex() else y
+        dev = generator.device if generator is not None else y.device
+
+        def draw():  # drawn on the generator's device so a seed gives the same noise anywhere
+            return torch.randn(real.shape, generator=generator, device=dev, dtype=real.dtype).to(y.device)
+
+        if y.is_complex():
+            n = torch.complex(draw(), draw()) / 2 ** 0.5
+        else:
+            n = draw()
+        return y + self.noise_std * n
+
+    # ----- validation -----------------------------------------------------------------
+    def check_measurement(self, y, batch_size: int | None = None) -> torch.Tensor:
+        """Return ``y`` as a tensor of shape (B, *measurement_shape()) or raise ValueError.
+
+        The only repair allowed is adding a missing batch dim of 1; nothing else is
+        broadcast, cast from complex to real or vice versa.
+        """
+        y = _as_tensor(y)
+        shape, dtype = self.measurement_shape(), self.measurement_dtype
+        want = f"(B, {', '.join(map(str, shape))})" if shape else "(B,)"
+        name = type(self).__name__
+        if dtype.is_complex and not y.is_complex():
+            raise ValueError(f"{name}: measurement must be complex ({dtype}) of shape {want}; got real {y.dtype}")
+        if not dtype.is_complex and y.is_complex():
+            raise ValueError(f"{name}: measurement must be real ({dtype}) of shape {want}; got complex {y.dtype}")
+        if not (y.is_floating_point() or y.is_complex()):
+            y = y.to(dtype)
+        if tuple(y.shape) == shape:
+            y = y.unsqueeze(0)
+        if tuple(y.shape[1:]) != shape or y.ndim != len(shape) + 1:
+            raise ValueError(f"{name}: measurement has shape {tuple(y.shape)}; expected {want} or {shape}")
+        if batch_size is not None and y.shape[0] != batch_size:
+            raise ValueError(f"{name}: measurement has batch size {y.shape[0]}; expected "
+                             f"({batch_size}, {', '.join(map(str, shape))})")
+        if not torch.isfinite(y).all():
+            raise ValueError(f"{name}: measurement contains NaN or Inf (shape {tuple(y.shape)}, expected {want})")
+        return y
+
+
+class LinearForwardModel(ForwardModel):
+    """A linear forward model ``y = A x`` with its exact adjoint ``A^T``.
+
+    Optional decomposition ``A = P(Lambda) T``: a subclass that implements
+    ``transform`` also provides ``inverse_transform``, ``mask``, ``restrict`` and
+    ``embed`` with
+
+        forward(x) == restrict(transform(x))
+        restrict(embed(y)) == y,        mask * embed(restrict(z)) == mask * z
+    """
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} does not implement adjoint()")
+
+    @property
+    def has_decomposition(self) -> bool:
+        return type(self).transform is not LinearForwardModel.transform
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """z = T x, the invertible full measurement (B, *transform_shape)."""
+        raise NotImplementedError(f"{type(self).__name__} has no decomposition A = P(Lambda) T")
+
+    def inverse_transform(self, z: torch.Tensor) -> torch.Tensor:
+        """x = T^{-1} z (or a pseudo-inverse), a real image (B, C, H, W)."""
+        raise NotImplementedError(f"{type(self).__name__} has no decomposition A = P(Lambda) T")
+
+    def restrict(self, z: torch.Tensor) -> torch.Tensor:
+        """y = P(Lambda) z."""
+        raise NotImplementedError(f"{type(self).__name__} has no decomposition A = P(Lambda) T")
+
+    def embed(self, y: torch.Tensor) -> torch.Tensor:
+        """z = P(Lambda)^+ y: observed entries from y, zeros elsewhere."""
+        raise NotImplementedError(f"{type(self).__name__} has no decomposition A = P(Lambda) T")
