@@ -1,0 +1,190 @@
+"""End-to-end runs of the CT / MRI reconstruction benchmarks on a tiny untrained checkpoint.
+
+Each benchmark's main() runs in-process on 16x16 images (2 test / 2 val images, 3 sampler steps,
+tiny grids): first --tune (val only), then the evaluation, which must read the tuned settings.
+Checks: all three outputs exist with provenance; every record has the required keys and finite
+numbers; nothing but validation images reaches the tuning code (spied); and the classical
+baselines are sane where the answer is known (full-view FBP, fully sampled zero-filled MRI).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
+
+import ct_sparse_view  # noqa: E402
+import mri_undersampled  # noqa: E402
+import reconstruction  # noqa: E402
+from sgm_inverse import VESDE, ScoreModel, save_score_model  # noqa: E402
+from sgm_inverse.data import get_dataset  # noqa: E402
+from sgm_inverse.nets import UNet, UNetConfig  # noqa: E402
+
+SIZE, STEPS = 16, 3
+REQUIRED = ["task", "dataset", "noise_std", "method", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std",
+            "seconds_per_image", "nfe", "n_images", "split", "residual_mean"]
+NUMERIC = ["noise_std", "noise_std_abs", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "residual_mean",
+           "seconds_per_image", "nfe", "n_images"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(image_size=SIZE, base_channels=8, channel_mult=(1, 2), attn_resolutions=()))
+    path = tmp_path_factory.mktemp("ckpt") / "tiny"
+    save_score_model(ScoreModel(net, VESDE(0.01, 10.0)), path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def spy_tuning(monkeypatch):
+    """Record every image batch that reaches the FISTA lambda search and the score-setting search."""
+    seen = {"fista": [], "score": []}
+    real_fista, real_val_run = reconstruction.tune_fista_lambda, reconstruction._val_run
+
+    def fista(op, xs_val, ys_val, *a, **k):
+        seen["fista"].append(xs_val.clone())
+        return real_fista(op, xs_val, ys_val, *a, **k)
+
+    def val_run(method, ops, model, y_val, x_val, *a, **k):
+        seen["score"].append(x_val.clone())
+        return real_val_run(method, ops, model, y_val, x_val, *a, **k)
+
+    monkeypatch.setattr(reconstruction, "tune_fista_lambda", fista)
+    monkeypatch.setattr(reconstruction, "_val_run", val_run)
+    return seen
+
+
+def tiny_args(checkpoint, out):
+    return ["--quick", "--image-size", str(SIZE), "--n-images", "2", "--n-val", "2", "--steps", str(STEPS),
+            "--tune-steps", "2", "--steps-study", "2", "3", "--grid", "tiny", "--fista-iters", "20",
+            "--no-progress", "--checkpoint", str(checkpoint), "--out", str(out), "--seed", "0"]
+
+
+def split_images(datasets, split):
+    return torch.cat([torch.stack([ds[i] for i in range(len(ds))]).flatten(1)
+                      for ds in (get_dataset(d, split, image_size=SIZE) for d in datasets)])
+
+
+def assert_only_val(batches, datasets):
+    """Every image that reached a tuning routine is a validation image and no test image."""
+    val_imgs, test_imgs = split_images(datasets, "val"), split_images(datasets, "test")
+    assert batches
+    for x in batches:
+        flat = x.flatten(1)
+        assert torch.cdist(flat, val_imgs).min(1).values.max() < 1e-5, "a tuning image is not in the val split"
+        assert torch.cdist(flat, test_imgs).min(1).values.min() > 1e-3, "a test image reached the tuning code"
+
+
+def check_outputs(out: Path, stem: str, datasets, records):
+    data = json.loads((out / f"{stem}.json").read_text())
+    assert {"command", "commit", "device", "date"} <= set(data["provenance"])
+    assert f"benchmarks/{stem}.py" in data["provenance"]["command"]
+    assert data["records"] == json.loads(json.dumps(records))
+    for r in records:
+        missing = [k for k in REQUIRED if k not in r]
+        assert not missing, f"record lacks {missing}"
+        for k in NUMERIC:
+            assert isinstance(r[k], (int, float)) and math.isfinite(r[k]), (k, r[k])
+        assert r["split"] == "test" and r["n_images"] == 2
+        assert -1 <= r["ssim_mean"] <= 1 and r["psnr_mean"] > 0
+        assert len(r["psnr_values"]) == 2
+    md = (out / f"{stem}.md").read_text()
+    assert "commit" in md and "| method | PSNR (dB) |" in md
+    assert md.count("\n| ") == len(records) + 1
+    from PIL import Image
+    for d in datasets:
+        with Image.open(out / f"{stem}_{d}.png") as im:
+            assert im.size[0] > 200 and im.size[1] > 100
+            assert "commit" in im.text and "date" in im.text and im.text["split"] == "test"
+
+
+def check_score_records(records, tuned):
+    """Score-based records: NFE of the PC loop, the tuned settings where tuned, the defaults elsewhere."""
+    score = [r for r in records if r["method"] in ("projection", "dps")]
+    assert score
+    for r in score:
+        assert r["nfe"] == 2 * STEPS + 1 and r["n_samples"] == 2 and r["steps"] == STEPS
+        chosen = tuned["chosen"].get(f"{r['dataset']}|{r['setting']}|{r['method']}")
+        assert r["tuned"] == (chosen is not None)
+        params = chosen["params"] if chosen else tuned["defaults"][r["method"]]
+        assert all(r[p] == v for p, v in params.items()), (r["setting"], params)
+    assert any(r["tuned"] for r in score) and not all(r["tuned"] for r in score)
+    assert all(c["split"] == "val" for c in tuned["chosen"].values())
+
+
+def test_ct_benchmark_quick(checkpoint, tmp_path, spy_tuning):
+    base = tiny_args(checkpoint, tmp_path) + ["--datasets", "ellipses", "brain"]
+    tuned = ct_sparse_view.main(base + ["--tune", "--views", "4", "--fan-views", "--noise", "0"])
+    assert (tmp_path / "ct_sparse_view_tuned.json").exists() and (tmp_path / "ct_sparse_view_tuned.md").exists()
+    assert {r["split"] for r in tuned["records"]} == {"val"}
+    assert sorted({r["steps"] for r in tuned["steps_study"]}) == [2, 3]
+    assert_only_val(spy_tuning["score"], ["ellipses", "brain"])
+
+    spy_tuning["fista"].clear()
+    records = ct_sparse_view.main(base + ["--views", "4", "180", "--fan-views", "8", "--noise", "0", "0.01"])
+    assert len(records) == 2 * 6 * 4
+    check_outputs(tmp_path, "ct_sparse_view", ["ellipses", "brain"], records)
+    check_score_records(records, tuned)
+    assert len(spy_tuning["fista"]) == 2 * 6
+    assert_only_val(spy_tuning["fista"], ["ellipses", "brain"])
+    for r in records:
+        if r["method"] in ("fbp", "fista_tv"):
+            assert r["tuning_split"] == "val"
+        if r["method"] == "fista_tv":
+            assert r["lam"] > 0 and r["lam_over_L"] in (1e-4, 1e-3)
+        assert (r["noise_std_abs"] > 0) == (r["noise_std"] > 0)
+
+    def fbp(dataset, views, noise=0.0):
+        (r,) = [r for r in records if r["method"] == "fbp" and r["dataset"] == dataset and r["views"] == views
+                and r["geometry"] == "parallel" and r["noise_std"] == noise]
+        return r
+
+    # 16x16 full-view FBP: ~27.4 dB on brain, ~25.0 dB on the sharp-edged ellipses
+    for d, floor in (("ellipses", 23.0), ("brain", 25.0)):
+        full, sparse = fbp(d, 180), fbp(d, 4)
+        assert full["psnr_mean"] > floor, full["psnr_mean"]        # full-view FBP is accurate
+        assert full["psnr_mean"] > sparse["psnr_mean"] + 5         # and 4 views are not
+        assert full["residual_mean"] < sparse["residual_mean"]
+    # the noise is really there: ||n|| / ||y|| ~ 0.01 mean|y| / rms(y) <= 0.01, with mean|y| taken
+    # on the val images (the 2 test images here may be fainter or brighter)
+    for r in records:
+        if r["noise_std"] == 0:
+            assert r["truth_residual_mean"] < 1e-5
+        else:
+            assert 0.002 < r["truth_residual_mean"] < 0.03, r["truth_residual_mean"]
+
+
+def test_mri_benchmark_quick(checkpoint, tmp_path, spy_tuning):
+    base = tiny_args(checkpoint, tmp_path)
+    tuned = mri_undersampled.main(base + ["--tune", "--accelerations", "4", "--gaussian-accelerations"])
+    assert {r["split"] for r in tuned["records"]} == {"val"}
+    records = mri_undersampled.main(base + ["--accelerations", "1", "4", "8", "--gaussian-accelerations", "4",
+                                            "--noise", "0", "0.01"])
+    assert len(records) == 4 * 2 * 4
+    check_outputs(tmp_path, "mri_undersampled", ["brain"], records)
+    check_score_records(records, tuned)
+    assert_only_val(spy_tuning["fista"] + spy_tuning["score"], ["brain"])
+    zf = {(r["acceleration"], r["mask"], r["noise_std"]): r for r in records if r["method"] == "zero_filled"}
+    assert zf[(1.0, "equispaced", 0.0)]["psnr_mean"] > 60       # full sampling: zero-filled is exact
+    assert zf[(1.0, "equispaced", 0.0)]["residual_mean"] < 1e-5
+    assert zf[(4.0, "equispaced", 0.0)]["psnr_mean"] > zf[(8.0, "equispaced", 0.0)]["psnr_mean"]
+    assert zf[(1.0, "equispaced", 0.01)]["psnr_mean"] < 60       # the noise is really there
+    for r in records:
+        assert r["task"] == "mri" and r["mask"] in ("equispaced", "gaussian1d")
+        if r["method"] == "fista_tv":
+            assert r["tuning_split"] == "val"
