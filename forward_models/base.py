@@ -88,6 +88,15 @@ class ForwardModel(nn.Module):
         sq = (r.abs() ** 2 if r.is_complex() else r * r).flatten(1).sum(1)
         return -sq / (2.0 * self._sigma() ** 2)
 
+    @property
+    def measurement_support(self):
+        """0/1 tensor broadcastable to y marking entries that are measured, or None if all are.
+
+        Models whose y keeps the image / k-space layout with zeros where nothing was observed
+        (inpainting, MRI) return their mask, so simulated noise only lands on measured entries.
+        """
+        return None
+
     def simulate(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """y = A x + noise_std * n; n ~ N(0, I), complex with E|n|^2 = 1 for complex y."""
         y = self(x)
@@ -103,6 +112,9 @@ class ForwardModel(nn.Module):
             n = torch.complex(draw(), draw()) / 2 ** 0.5
         else:
             n = draw()
+        support = self.measurement_support
+        if support is not None:  # entries that are structural zeros (never measured) stay zero
+            n = n * support.to(real.dtype)
         return y + self.noise_std * n
 
     # ----- validation -----------------------------------------------------------------

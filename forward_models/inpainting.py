@@ -45,6 +45,10 @@ class Inpainting(LinearForwardModel):
     def _masked(self, v: torch.Tensor) -> torch.Tensor:
         return self.mask.to(v.dtype) * v  # dtype follows the input, not the buffer
 
+    @property
+    def measurement_support(self) -> torch.Tensor:
+        return self.mask
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_image(x)
         return self._masked(x)

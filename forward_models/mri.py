@@ -130,6 +130,10 @@ class UndersampledMRI(LinearForwardModel):
         return c.real.contiguous() if self.image_shape[0] == 1 else torch.cat([c.real, c.imag], dim=1)
 
     # ----- operator --------------------------------------------------------------------------------
+    @property
+    def measurement_support(self) -> torch.Tensor:
+        return self.mask
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.restrict(self.transform(x))
 

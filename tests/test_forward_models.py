@@ -410,3 +410,18 @@ def test_user_subclass_is_a_forward_model():
     y = op.check_measurement(op(x))
     assert y.shape == (2, 11)
     assert op.log_likelihood(x, y).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("make", [lambda: Inpainting.box((1, 16, 16), size=6, noise_std=0.1),
+                                  lambda: UndersampledMRI(16, acceleration=4, noise_std=0.1)],
+                         ids=["inpainting", "mri"])
+def test_simulated_noise_only_on_measured_entries(make):
+    fm = make()
+    x = torch.rand(4, 1, 16, 16)
+    y = fm.simulate(x, generator=torch.Generator().manual_seed(0))
+    off = (fm.mask == 0).expand_as(y)
+    assert off.any() and (y[off] == 0).all()
+    on = ~off
+    n = (y - fm(x))[on]
+    # noise std on measured entries: 0.1 (|n| for complex has E|n|^2 = 0.01), within 10%
+    assert abs(n.abs().pow(2).mean().sqrt().item() - 0.1) < 0.01
