@@ -302,3 +302,12 @@ def test_image_folder_rgb_to_grey(tmp_path):
     imsave(tmp_path / "red.png", red, check_contrast=False)
     assert torch.allclose(ImageFolder(tmp_path, channels=1)[0], torch.full((1, 8, 8), 0.299))
     assert torch.equal(ImageFolder(tmp_path)[0][0], torch.ones(8, 8))
+
+
+def test_brain_held_out_splits_have_no_duplicate_images(brain):
+    # The template is left-right symmetric: a sagittal slab across the midline would hold mirror pairs.
+    for split in ("val", "test"):
+        ds = brain[split]
+        flat = ds.images.flatten(1)
+        d = torch.cdist(flat, flat) + torch.eye(len(ds)) * 1e9
+        assert d.min() > 1e-3, f"{split}: two identical slices"

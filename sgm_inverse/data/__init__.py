@@ -2,7 +2,7 @@
 
     name        class          item shape       splits (train / val / test)
     ellipses    Ellipses       (1, S, S)        100 000 virtual / 200 / 200, disjoint seeds
-    brain       BrainSlices    (1, S, S)        162 / 60 / 85 MNI152 slices, held-out slabs
+    brain       BrainSlices    (1, S, S)        162 / 60 / 71 MNI152 slices, held-out slabs
     digits      Digits         (1, 32, 32)      4000 / 500 / 500 MNIST, stratified
     patches     ColorPatches   (3, 32, 32)      crops; whole photographs held out
     folder      ImageFolder    (C, H, W)        your PNG / JPEG / .npy / DICOM files

@@ -54,7 +54,11 @@ def split_indices(axis: str, kept: np.ndarray, split: str) -> np.ndarray:
     slabs = SLABS[axis]
     if split != "train":
         lo, hi = slabs[split]
-        return kept[(kept >= lo) & (kept < hi)]
+        idx = kept[(kept >= lo) & (kept < hi)]
+        if axis == "sagittal":  # a slab across the midline holds mirror pairs: keep one of each
+            mirror = SHAPE[0] - 1 - idx
+            idx = idx[~np.isin(mirror, idx) | (idx >= mirror)]
+        return idx
     held = np.concatenate([np.arange(lo, hi) for lo, hi in slabs.values()])
     near = lambda k: np.abs(k[:, None] - held[None]).min(1) <= GAP  # noqa: E731
     bad = near(kept)
