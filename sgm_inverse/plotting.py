@@ -27,8 +27,12 @@ def save_grid(x, path, nrow: int | None = None, pad: int = 2) -> None:
     matplotlib.image.imsave(str(path), canvas[..., 0] if c == 1 else canvas, cmap="gray", vmin=0, vmax=1)
 
 
-def save_panels(columns: dict, path, rows: int | None = None, cmaps: dict | None = None) -> None:
-    """A figure with one column per entry {title: (B, C, H, W) images}, one row per image."""
+def save_panels(columns: dict, path, rows: int | None = None, cmaps: dict | None = None,
+                title: str | None = None) -> None:
+    """A figure with one column per entry {title: (B, C, H, W) images}, one row per image.
+
+    `title` (e.g. the setting and the run's provenance) is printed above the panels.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -47,6 +51,8 @@ def save_panels(columns: dict, path, rows: int | None = None, cmaps: dict | None
             ax.set_xticks([]), ax.set_yticks([])
             if i == 0:
                 ax.set_title(title, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=7)
     fig.tight_layout()
     fig.savefig(str(path), dpi=120)
     plt.close(fig)
