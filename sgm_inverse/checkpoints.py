@@ -58,6 +58,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_save_tensors(tensors: dict, path: Path, metadata: dict | None = None) -> None:
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     os.close(fd)
     try:
@@ -87,9 +88,14 @@ def build_score_model(config: dict) -> ScoreModel:
 
 def model_config(model: ScoreModel, **extra) -> dict:
     """The JSON config describing `model` (plus data / training records in `extra`)."""
+    # A custom network without a UNetConfig still trains and checkpoints; only its type is recorded
+    # (load_score_model can rebuild networks listed in nets.NETWORKS).
+    net_cfg = getattr(model.network, "config", None)
+    shape = model.image_shape
     cfg = {"format": FORMAT, "sde": model.sde.config(),
-           "network": {"type": type(model.network).__name__, **model.network.config.to_dict()},
-           "sigma_data": model.sigma_data, "image_shape": list(model.image_shape)}
+           "network": {"type": type(model.network).__name__,
+                       **(net_cfg.to_dict() if hasattr(net_cfg, "to_dict") else {})},
+           "sigma_data": model.sigma_data, "image_shape": None if shape is None else list(shape)}
     for key, value in model.config.items():
         cfg.setdefault(key, value)
     cfg.update(extra)
@@ -134,6 +140,7 @@ def resolve_checkpoint(name_or_path) -> tuple[Path, Path]:
     for p in (weights, cfg):
         if not p.exists():
             raise FileNotFoundError(f"checkpoint {path} is missing {p.name}")
+    _refuse_pickle(weights)
     return weights, cfg
 
 

@@ -104,7 +104,7 @@ class VESDE(SDE):
     """Variance exploding: dx = sigma(t) sqrt(2 ln(sigma_max/sigma_min)) dw."""
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
-        if not 0 < sigma_min < sigma_max:
+        if not (math.isfinite(sigma_min) and math.isfinite(sigma_max) and 0 < sigma_min < sigma_max):
             raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
         self.eps = 1e-5
@@ -133,7 +133,7 @@ class _BetaSDE(SDE):
     """Shared linear schedule beta(t) = beta_min + t (beta_max - beta_min)."""
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
-        if not 0 <= beta_min < beta_max:
+        if not (math.isfinite(beta_min) and math.isfinite(beta_max) and 0 <= beta_min < beta_max):
             raise ValueError(f"need 0 <= beta_min < beta_max, got {beta_min}, {beta_max}")
         self.beta_min, self.beta_max = float(beta_min), float(beta_max)
         self.eps = 1e-3

@@ -205,6 +205,11 @@ def train(model: ScoreModel, dataset, config: TrainConfig, workdir, *, augment=N
         if callback is not None:
             callback(step, value)
         out_of_time = config.max_seconds is not None and time.time() - start > config.max_seconds
+        if world > 1 and config.max_seconds is not None:
+            # Ranks' clocks differ: stop only together, or one rank would wait forever in a gradient sync.
+            flag = torch.tensor([float(out_of_time)], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            out_of_time = bool(flag.item())
         if step % config.checkpoint_every == 0 or step == config.steps or out_of_time:
             checkpoint()
             if world > 1:
