@@ -70,7 +70,7 @@ def build_task(args) -> rc.Task:
         raise SystemExit("no settings: give --views and/or --fan-views")
     return rc.Task(name="ct_sparse_view", task="ct", baseline="fbp", settings=settings, defaults=DEFAULTS,
                    grids=GRIDS, columns=["geometry", "angular_range_label", "views"], datasets=["ellipses", "brain"],
-                   simulate=lambda op, x, g: op.simulate(x, generator=g), measured=lambda op, y: y,
+                   measured=lambda op, y: y,
                    notes=["Parallel beam: astra 'linear' projector, detector spacing 1 pixel, angles over pi; fan "
                           "beam: source 2N and detector N from the centre, angles over 2 pi. The projection method's "
                           "T^-1 is SparseViewCT.inverse_method (cg: 20 CG iterations from FBP; fbp)."])

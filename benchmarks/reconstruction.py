@@ -70,7 +70,6 @@ class Task:
     grids: dict                                # {"default": {...}, "tiny": {...}}
     columns: list                              # setting columns of the table
     datasets: list                             # default data sets
-    simulate: Callable = None                  # (op, x, generator) -> y
     measured: Callable = None                  # (op, y) -> measured entries (for the noise level)
     notes: list = field(default_factory=list)  # extra markdown notes
 
@@ -199,7 +198,7 @@ class Operators:
 def measure(task: Task, ops: Operators, x: torch.Tensor, seed: int) -> torch.Tensor:
     """y = A x + noise with a fixed seed (val uses seed + 1, test seed); the noise is drawn on the
     CPU generator, so the measurements are the same on every device."""
-    return task.simulate(ops(), x, torch.Generator().manual_seed(seed))
+    return ops().simulate(x, generator=torch.Generator().manual_seed(seed))
 
 
 def timer(device):

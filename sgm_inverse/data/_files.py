@@ -19,6 +19,14 @@ def check_split(split: str) -> str:
     return split
 
 
+def check_index(i: int, length: int, what: str) -> int:
+    """Python-style index into a virtual data set of `length` items (negative counts from the end)."""
+    j = i + length if i < 0 else i
+    if not 0 <= j < length:
+        raise IndexError(f"index {i} out of range for {length} {what}")
+    return j
+
+
 def default_data_dir() -> Path:
     """Where prepare scripts write: ``$SGM_INVERSE_DATA`` or ``~/.cache/sgm_inverse``."""
     return Path(os.environ.get(ENV_VAR) or Path.home() / ".cache" / "sgm_inverse").expanduser()

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ._files import check_split
+from ._files import check_index, check_split
 from .augment import no_augment
 
 SEED_SPAN = 1_000_000
@@ -75,8 +75,5 @@ class Ellipses(Dataset):
         return self.length
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        if i < 0:
-            i += self.length
-        if not 0 <= i < self.length:
-            raise IndexError(f"index {i} out of range for {self.length} phantoms")
+        i = check_index(i, self.length, "phantoms")
         return torch.from_numpy(ellipse_phantom(self.seed(i), self.image_size))[None]

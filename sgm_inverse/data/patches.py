@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ._files import check_split
+from ._files import check_index, check_split
 from .augment import random_hflip
 
 PHOTOS = {"train": ("astronaut", "rocket", "immunohistochemistry"),
@@ -84,8 +84,5 @@ class ColorPatches(Dataset):
         return self.length
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        if i < 0:
-            i += self.length
-        if not 0 <= i < self.length:
-            raise IndexError(f"index {i} out of range for {self.length} patches")
+        i = check_index(i, self.length, "patches")
         return torch.from_numpy(random_patch(self.photos, SEED_BASE[self.split] + i, self.patch_size))
