@@ -7,10 +7,11 @@ from .sde import SDE, SubVPSDE, VESDE, VPSDE
 from .score import GaussianMixtureScore, GaussianScore, ScoreModel, tweedie_denoise
 from .samplers import ode_sample, pc_sample
 from .checkpoints import load_score_model, save_score_model
+from .classifiers import load_classifier, save_classifier
 from .solve import Solution, solve
 
 __version__ = "0.1.0"
 
 __all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE", "ScoreModel", "GaussianScore", "GaussianMixtureScore",
-           "tweedie_denoise", "pc_sample", "ode_sample", "load_score_model", "save_score_model", "solve", "Solution"]
+           "tweedie_denoise", "pc_sample", "ode_sample", "load_score_model", "save_score_model", "load_classifier", "save_classifier", "solve", "Solution"]
 

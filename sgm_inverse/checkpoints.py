@@ -31,7 +31,8 @@ SHIPPED = {
 _PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"}
 
 
-def _refuse_pickle(path: Path) -> None:
+def refuse_pickle(path: Path) -> None:
+    """Raise ValueError for a file that is (or is named like) a pickle; it is never opened as one."""
     head = path.open("rb").read(4) if path.is_file() else b""
     # 0x80 starts a pickle stream; "PK" is torch.save's zip container (pickle inside).
     if path.suffix.lower() in _PICKLE_SUFFIXES or head[:1] == b"\x80" or head[:2] == b"PK":
@@ -106,13 +107,14 @@ def save_score_model(model: ScoreModel, path, **extra) -> Path:
     """Write `<path>/model.safetensors` and `<path>/config.json` (path a directory) or
     `<stem>.safetensors` + `<stem>.json` (path ending in .safetensors)."""
     path = Path(path)
-    weights, cfg_path = _paths(path, create=True)
+    weights, cfg_path = checkpoint_paths(path, create=True)
     atomic_save_tensors(model.network.state_dict(), weights)
     atomic_write_bytes(cfg_path, json.dumps(model_config(model, **extra), indent=2).encode())
     return weights
 
 
-def _paths(path: Path, create: bool = False) -> tuple[Path, Path]:
+def checkpoint_paths(path: Path, create: bool = False) -> tuple[Path, Path]:
+    """(weights, config) of `<stem>.safetensors` + `<stem>.json`, or of a directory's model.safetensors + config.json."""
     if path.suffix == ".safetensors":
         return path, path.with_suffix(".json")
     if create:
@@ -120,27 +122,28 @@ def _paths(path: Path, create: bool = False) -> tuple[Path, Path]:
     return path / "model.safetensors", path / "config.json"
 
 
-def resolve_checkpoint(name_or_path) -> tuple[Path, Path]:
-    """Return (weights, config) paths for a shipped name, a directory or a .safetensors file."""
+def resolve_checkpoint(name_or_path, shipped: dict = SHIPPED, kind: str = "checkpoint") -> tuple[Path, Path]:
+    """Return (weights, config) paths for a name in `shipped` (files in WEIGHTS_DIR), a directory or
+    a .safetensors file; `kind` names the thing in error messages."""
     name = str(name_or_path)
-    if name in SHIPPED:
+    if name in shipped:
         weights = WEIGHTS_DIR / f"{name}.safetensors"
         if not weights.exists():
-            raise FileNotFoundError(f"shipped checkpoint {name!r} is not in this installation ({weights})")
+            raise FileNotFoundError(f"shipped {kind} {name!r} is not in this installation ({weights})")
         return weights, weights.with_suffix(".json")
     path = Path(name).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint named {name!r}: not a shipped name ({', '.join(SHIPPED)}) "
+        raise FileNotFoundError(f"no {kind} named {name!r}: not a shipped name ({', '.join(shipped)}) "
                                 f"and no such file or directory")
     if path.is_file():
-        _refuse_pickle(path)
+        refuse_pickle(path)
         if path.suffix != ".safetensors":
-            raise ValueError(f"{path}: expected a .safetensors file or a checkpoint directory")
-    weights, cfg = _paths(path)
+            raise ValueError(f"{path}: expected a .safetensors file or a {kind} directory")
+    weights, cfg = checkpoint_paths(path)
     for p in (weights, cfg):
         if not p.exists():
-            raise FileNotFoundError(f"checkpoint {path} is missing {p.name}")
-    _refuse_pickle(weights)
+            raise FileNotFoundError(f"{kind} {path} is missing {p.name}")
+    refuse_pickle(weights)
     return weights, cfg
 
 
