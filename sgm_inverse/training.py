@@ -132,6 +132,23 @@ def _load_state(path: Path, net, ema, opt, gens) -> tuple[int, dict]:
     return int(meta["step"]), json.loads(meta.get("log", "{}"))
 
 
+# Settings that may change between a run and its resumption (how long, how often to save).
+_RESUMABLE_CHANGES = {"steps", "max_seconds", "checkpoint_every"}
+
+
+def _check_resume_config(path: Path, config: TrainConfig) -> None:
+    """Refuse to resume with other optimisation settings: the result would silently be a different run."""
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        saved = json.loads(f.metadata()["train_config"])
+    now = asdict(config)
+    diff = {k: (saved.get(k), now[k]) for k in now if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k]}
+    if diff:
+        changes = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"{path} was trained with other settings ({changes}); resume with the saved "
+                         f"settings or use a new workdir")
+
+
 def train(model: ScoreModel, dataset, config: TrainConfig, workdir, *, augment=None, progress: bool = True,
           record: dict | None = None, callback=None) -> ScoreModel:
     """Train `model` in place by DSM on `dataset` (items (C, H, W) tensors or (tensor, label)).
@@ -154,6 +171,7 @@ def train(model: ScoreModel, dataset, config: TrainConfig, workdir, *, augment=N
     step, log = 0, {"losses": [], "seconds": 0.0}
     state_path = workdir / STATE_FILE
     if state_path.exists():
+        _check_resume_config(state_path, config)
         step, log = _load_state(state_path, model.network, ema, opt, gens)
         if rank == 0 and progress:
             print(f"resuming from {state_path} at step {step}")

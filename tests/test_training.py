@@ -366,3 +366,20 @@ def test_ddp_time_limit_is_agreed_by_all_ranks(tmp_path):
     n0 = int((tmp_path / "rank0.txt").read_text())
     n1 = int((tmp_path / "rank1.txt").read_text())
     assert n0 == n1 > 0
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    from sgm_inverse import VESDE, ScoreModel
+    from sgm_inverse.nets import UNet, UNetConfig
+    from sgm_inverse.training import TrainConfig, train
+
+    def model():
+        torch.manual_seed(0)
+        return ScoreModel(UNet(UNetConfig(image_size=8, base_channels=8, channel_mult=(1, 2),
+                                          attn_resolutions=())), VESDE(0.01, 5.0))
+    data = [torch.rand(1, 8, 8) for _ in range(4)]
+    train(model(), data, TrainConfig(steps=2, batch_size=2, checkpoint_every=1), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="lr: saved 0.0002, now 0.001"):
+        train(model(), data, TrainConfig(steps=4, batch_size=2, lr=1e-3), tmp_path, progress=False)
+    # a longer run with the same optimisation settings resumes
+    train(model(), data, TrainConfig(steps=4, batch_size=2, checkpoint_every=2), tmp_path, progress=False)
