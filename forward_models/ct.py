@@ -339,8 +339,10 @@ class SparseViewCT(LinearForwardModel):
     @property
     def full_projector(self) -> _Projector:
         """The full-view transform T (built on first use, on W's device and dtype)."""
-        if self._full is None:
-            w = self.projector.W
+        w = self.projector.W
+        full = self._full
+        # Not a registered submodule (built lazily), so follow W after a .to(device / dtype).
+        if full is None or full.W.device != w.device or full.W.values().dtype != w.values().dtype:
             self._full = _Projector(self._full_geom).to(w.device, w.values().dtype)
         return self._full
 
