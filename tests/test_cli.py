@@ -56,3 +56,49 @@ def test_user_errors_are_one_line(tiny_digits_model, tmp_path, args, message):
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_ct_model(tmp_path_factory):
+    torch.manual_seed(0)
+    model = ScoreModel(UNet(UNetConfig(image_size=16, base_channels=8, channel_mult=(1, 2),
+                                       attn_resolutions=())), VESDE(0.01, 10.0))
+    path = tmp_path_factory.mktemp("ckpt16") / "tiny16"
+    save_score_model(model, path)
+    return path
+
+
+@pytest.mark.parametrize("task,extra", [("ct", ["--views", "6"]), ("mri", ["--acceleration", "2"]),
+                                        ("inpaint", ["--mask", "random"])])
+def test_solve_reconstructs_and_writes_std(tiny_ct_model, tmp_path, task, extra):
+    image = np.zeros((16, 16), np.float32)
+    image[4:12, 5:11] = 0.8
+    np.save(tmp_path / "slice.npy", image)
+    out = tmp_path / "recon.npy"
+    r = run("solve", task, str(tmp_path / "slice.npy"), "-o", str(out), "--checkpoint", str(tiny_ct_model),
+            "--steps", "3", "--samples", "2", "--std", "--quiet", *extra)
+    assert r.returncode == 0, r.stderr
+    mean, std = np.load(out), np.load(tmp_path / "recon_std.npy")
+    assert mean.shape == (1, 1, 16, 16) and std.shape == (1, 1, 16, 16)
+    assert np.isfinite(mean).all() and (std >= 0).all() and std.max() > 0
+    if task == "inpaint":   # projection keeps the observed pixels exactly (noiseless, same seeded mask)
+        from forward_models import Inpainting
+        mask = Inpainting.random((1, 16, 16), keep=0.3, seed=0).mask.numpy().reshape(16, 16) > 0
+        assert mask.mean() > 0.2
+        np.testing.assert_allclose(mean[0, 0][mask], image[mask], atol=1e-5)
+
+
+def test_solve_user_errors(tiny_ct_model, tmp_path):
+    big = tmp_path / "big.npy"
+    np.save(big, np.zeros((32, 32), np.float32))
+    r = run("solve", "ct", str(big), "-o", "x.png", "--checkpoint", str(tiny_ct_model))
+    assert r.returncode != 0 and "--resize" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run("solve", "ct", str(tmp_path / "missing.dcm"), "-o", "x.png", "--checkpoint", str(tiny_ct_model))
+    assert r.returncode != 0 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(b"not a dicom file")
+    r = run("solve", "ct", str(bad), "-o", "x.png", "--checkpoint", str(tiny_ct_model))
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    r = run("solve", "ct", str(big), "-o", str(tmp_path / "ok.npy"), "--checkpoint", str(tiny_ct_model),
+            "--resize", "--steps", "2", "--samples", "1", "--quiet")
+    assert r.returncode == 0, r.stderr
