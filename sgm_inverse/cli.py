@@ -90,10 +90,11 @@ def cmd_sample(args) -> int:
     return 0
 
 
-def _check_image_output(output: str) -> None:
+def _check_image_output(output: str, dicom: bool = False) -> None:
     """Fail before any work when the output name has no supported extension."""
-    if not output.endswith((".png", ".npy")):
-        raise UserError(f"output {output!r}: expected a .png or .npy file name")
+    allowed = (".png", ".npy", ".dcm") if dicom else (".png", ".npy")
+    if not output.endswith(allowed):
+        raise UserError(f"output {output!r}: expected a {' or '.join(allowed)} file name")
 
 
 def _write_images(x, output: str) -> None:
@@ -125,6 +126,17 @@ def _forward_model(args, image_shape):
     return Grayscale(size, noise_std=args.noise)
 
 
+def _write_dicom(source: Path, unit, output: str) -> None:
+    """Back to the source's size and units (HU for CT), then a derived DICOM next to it."""
+    import torch.nn.functional as F
+    from .data.dicom import read_dicom, unit_to_dicom, write_derived_dicom
+    original, info = read_dicom(source)
+    if tuple(unit.shape[-2:]) != tuple(original.shape):
+        unit = F.interpolate(unit.float().cpu(), size=original.shape, mode="bilinear", align_corners=False)
+    values = unit_to_dicom(unit[0, 0].cpu().numpy(), original, info["modality"])
+    write_derived_dicom(source, values, output, description="sgm-inverse reconstruction (posterior mean)")
+
+
 def cmd_solve(args) -> int:
     """Simulate the measurement of an image and reconstruct it with the score prior."""
     if args.mask is None:
@@ -133,11 +145,14 @@ def cmd_solve(args) -> int:
     import torch.nn.functional as F
     from . import load_score_model, solve
     from .data.folder import read_unit_image
-    _check_image_output(args.output)
+    _check_image_output(args.output, dicom=True)
     device = _device(args.device)
     path = Path(args.input)
     if not path.exists():
         raise UserError(f"input {path} does not exist")
+    from .data.dicom import is_dicom
+    if args.output.endswith(".dcm") and not is_dicom(path):
+        raise UserError("a .dcm output needs a DICOM input (its identifiers and HU scaling are kept)")
     try:
         model = load_score_model(args.checkpoint or DEFAULT_CHECKPOINTS[args.task], device=device)
         image = torch.from_numpy(read_unit_image(path))[None]
@@ -157,11 +172,16 @@ def cmd_solve(args) -> int:
           f"sample(s), {args.steps} steps")
     sol = solve(y.to(device), fm, model, method=args.method, steps=args.steps, n_samples=args.samples,
                 seed=args.seed, progress=not args.quiet)
-    _write_images(sol.mean.clamp(0, 1), args.output)
+    if args.output.endswith(".dcm"):
+        _write_dicom(path, sol.mean.clamp(0, 1), args.output)
+    else:
+        _write_images(sol.mean.clamp(0, 1), args.output)
     written = [args.output]
     if args.std:
         std_path = str(Path(args.output).with_name(Path(args.output).stem + "_std" + Path(args.output).suffix))
         std = sol.std
+        if std_path.endswith(".dcm"):
+            std_path = std_path[:-4] + ".npy"   # an uncertainty map in [0, 1] units, not HU
         _write_images(std / std.max().clamp_min(1e-12) if std_path.endswith(".png") else std, std_path)
         written.append(std_path)
     print(f"wrote {', '.join(written)} ({sol.nfe} score evaluations, {sol.seconds:.1f} s, relative residual "
@@ -265,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("solve", help="simulate a measurement of an image and reconstruct it")
     v.add_argument("task", choices=sorted(DEFAULT_CHECKPOINTS))
     v.add_argument("input", help="image: PNG, NPY or DICOM")
-    v.add_argument("-o", "--output", required=True, help=".png or .npy (posterior mean)")
+    v.add_argument("-o", "--output", required=True, help=".png, .npy or .dcm (posterior mean; .dcm needs a DICOM "
+                   "input and keeps its identifiers and HU scaling)")
     v.add_argument("--checkpoint", help="score model name or path (default per task: "
                    + ", ".join(f"{k} {n}" for k, n in DEFAULT_CHECKPOINTS.items()) + ")")
     v.add_argument("--views", type=int, default=23, help="CT views")

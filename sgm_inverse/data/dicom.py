@@ -73,3 +73,46 @@ def dicom_to_unit(array: np.ndarray, modality: str, window=CT_WINDOW) -> np.ndar
     if p <= 0:
         return np.zeros_like(array)
     return np.clip(array / p, 0, 1).astype(np.float32)
+
+
+def unit_to_dicom(unit: np.ndarray, original: np.ndarray, modality: str, window=CT_WINDOW) -> np.ndarray:
+    """Inverse of `dicom_to_unit` for writing results back: [0, 1] -> HU (CT) or the original MR scale.
+
+    `original` is the array `read_dicom` returned for the input (MR needs its 99.5th percentile).
+    """
+    unit = np.asarray(unit, dtype=np.float64)
+    if str(modality).upper() == "CT":
+        lo, hi = map(float, window)
+        return lo + unit * (hi - lo)
+    return unit * float(np.percentile(np.asarray(original, dtype=np.float64), 99.5))
+
+
+def write_derived_dicom(source_path, values: np.ndarray, out_path, description: str = "sgm-inverse") -> None:
+    """Write `values` (H, W), in the source's units (HU for CT), as a derived DICOM image.
+
+    Patient / study identifiers, geometry and the stored-value scaling (RescaleSlope / Intercept)
+    are kept from the source; the series and instance get new UIDs and the image type says DERIVED.
+    Values are rounded to the source's integer pixel type and clipped to its range.
+    """
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = pydicom.dcmread(source_path)
+    stored = ds.pixel_array
+    if values.shape != stored.shape:
+        raise ValueError(f"values have shape {values.shape}; the source image is {stored.shape}")
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    info = np.iinfo(stored.dtype) if np.issubdtype(stored.dtype, np.integer) else None
+    raw = np.round((np.asarray(values, np.float64) - intercept) / slope)
+    if info is not None:
+        raw = np.clip(raw, info.min, info.max)
+    ds.PixelData = raw.astype(stored.dtype).tobytes()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian   # uncompressed, whatever the source was
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.SeriesDescription = description[:64]
+    ds.DerivationDescription = description[:1024]
+    ds.save_as(str(out_path), enforce_file_format=True)
