@@ -12,7 +12,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from .nets import NETWORKS, UNetConfig

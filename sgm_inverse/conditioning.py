@@ -101,5 +101,3 @@ class DPS(Conditioner):
         x, self._grad = x - self.zeta * self._grad, None
         return x
 
-
-CONDITIONERS = {"bayes": Bayes, "projection": Projection, "dps": DPS}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -29,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .checkpoints import atomic_save_tensors, model_config, save_score_model
 from .score import ScoreModel
-from .utils import append_dims, batch_norm
+from .utils import append_dims
 
 STATE_FILE = "train_state.safetensors"
 

@@ -118,7 +118,6 @@ def smooth_prior(shape, sde, level=0.5, spread=0.15):
 
 
 def _operators():
-    g = torch.Generator().manual_seed(3)
     yield "inpainting", Inpainting.random((1, 16, 16), keep=0.4, seed=1), (1, 16, 16)
     yield "grayscale", Grayscale(16), (3, 16, 16)
     yield "mri", UndersampledMRI(16, acceleration=4, center_fraction=0.125), (1, 16, 16)

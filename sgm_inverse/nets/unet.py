@@ -8,7 +8,7 @@ an O(1) quantity that `ScoreModel` turns into a score. H and W must be divisible
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn

@@ -4,7 +4,6 @@ Shared signature:  corrector(sde, score_fn, x, t, dt, snr, generator) -> (x, x_m
 """
 from __future__ import annotations
 
-import torch
 
 from ..utils import append_dims, batch_norm
 from .predictors import randn_like
