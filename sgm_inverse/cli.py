@@ -188,6 +188,21 @@ def cmd_solve(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------- benchmark
+BENCHMARK_SCRIPTS = {"ct": "ct_sparse_view.py", "mri": "mri_undersampled.py"}
+
+
+def cmd_benchmark(args) -> int:
+    """Run benchmarks/<script> of the source checkout (the library itself never imports benchmarks/)."""
+    import subprocess
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / BENCHMARK_SCRIPTS[args.task]
+    if not script.exists():
+        raise UserError(f"{script} not found: the benchmarks ship with the source repository; run this "
+                        f"command from an editable install (pip install -e .) of a checkout")
+    options = [a for a in args.options if a != "--"]
+    return subprocess.call([sys.executable, str(script), *(["--quick"] if args.quick else []), *options])
+
+
 # ---------------------------------------------------------------------------------------- generate
 def cmd_generate(args) -> int:
     """Class-conditional samples: the unconditional score plus grad log p_t(class | x_t) (Bayes rule)."""
@@ -303,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--device")
     v.add_argument("--quiet", action="store_true")
     v.set_defaults(func=cmd_solve)
+
+    b = sub.add_parser("benchmark", help="CT / MRI reconstruction benchmarks (FBP, zero-filled, FISTA-TV, ours)")
+    b.add_argument("task", choices=sorted(BENCHMARK_SCRIPTS))
+    b.add_argument("--quick", action="store_true", help="few images and steps (< 10 min on a 2-core CPU)")
+    b.add_argument("options", nargs=argparse.REMAINDER, help="passed on to the benchmark script (see -- --help)")
+    b.set_defaults(func=cmd_benchmark)
 
     g = sub.add_parser("generate", help="classifier-guided class-conditional samples")
     g.add_argument("--checkpoint", default="digits32", help="unconditional score model (name or path)")

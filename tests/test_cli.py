@@ -29,7 +29,7 @@ def tiny_digits_model(tmp_path_factory):
 
 def test_help_lists_commands():
     out = run("--help").stdout
-    for command in ("demo", "train", "sample", "generate"):
+    for command in ("demo", "train", "sample", "solve", "benchmark", "generate"):
         assert command in out
 
 
@@ -134,3 +134,9 @@ def test_dicom_hu_writer_is_exact(tmp_path):
     ds = pydicom.dcmread(tmp_path / "same.dcm")
     written = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
     np.testing.assert_allclose(written, np.clip(hu, -1000, 1000), atol=float(ds.RescaleSlope) / 2 + 1e-3)
+
+
+def test_benchmark_forwards_to_the_script():
+    r = run("benchmark", "mri", "--", "--help")
+    assert r.returncode == 0, r.stderr
+    assert "--accelerations" in r.stdout and "--tune" in r.stdout     # the MRI script's own options
