@@ -136,55 +136,145 @@ def _write_dicom(source: Path, unit, output: str) -> None:
     write_derived_dicom(source, values, output, description="sgm-inverse reconstruction (posterior mean)")
 
 
+def _is_nifti(path) -> bool:
+    return str(path).endswith((".nii", ".nii.gz"))
+
+
+def _read_input_image(path: Path, args):
+    """(1, C, H, W) image in [0, 1] and, for NIfTI, the affine of the chosen slice."""
+    import numpy as np
+    import torch
+    from .data.dicom import dicom_to_unit
+    from .data.folder import read_unit_image
+    if not _is_nifti(path):
+        return torch.from_numpy(read_unit_image(path))[None], None
+    import nibabel as nib
+    img = nib.load(str(path))
+    vol = np.asarray(img.get_fdata(dtype=np.float32))
+    if vol.ndim == 3:
+        k = vol.shape[2] // 2 if args.slice is None else args.slice
+        if not 0 <= k < vol.shape[2]:
+            raise UserError(f"--slice {k} is outside {path} (0 ... {vol.shape[2] - 1})")
+        vol, affine = vol[:, :, k], img.affine.copy()
+        affine[:3, 3] = img.affine[:3, :3] @ np.array([0.0, 0.0, k]) + img.affine[:3, 3]
+    elif vol.ndim == 2:
+        affine = img.affine
+    else:
+        raise UserError(f"{path} has shape {vol.shape}; expected a 2-D image or a 3-D volume")
+    unit = dicom_to_unit(vol, "CT" if args.kind == "ct" else "MR")
+    return torch.from_numpy(unit)[None, None], affine
+
+
+def _measured_problem(path: Path, args, image_shape):
+    """Forward model and measurement from a sinogram (CT) or k-space (MRI) .npy file."""
+    import numpy as np
+    import torch
+    from forward_models import SparseViewCT, UndersampledMRI
+    try:
+        a = np.load(path, allow_pickle=False)
+    except Exception as err:
+        raise UserError(f"{path}: cannot read a .npy measurement ({type(err).__name__})") from err
+    a = a[0] if a.ndim == 3 and a.shape[0] == 1 else a
+    size = image_shape[-1]
+    if args.task == "ct":
+        if a.ndim != 2 or np.iscomplexobj(a):
+            raise UserError(f"{path}: a CT sinogram must be a real (n_views, n_detectors) array, got {a.shape}")
+        fm = SparseViewCT(size, a.shape[0], geometry=args.geometry, noise_std=args.noise)
+        if a.shape[1] != fm.n_detectors:
+            raise UserError(f"{path}: {a.shape[1]} detectors; a {size}x{size} {args.geometry}-beam checkpoint "
+                            f"expects ({a.shape[0]}, {fm.n_detectors})")
+        return fm, torch.from_numpy(a.astype(np.float32))[None, None]
+    if args.task == "mri":
+        if a.shape != (size, size) or not np.iscomplexobj(a):
+            raise UserError(f"{path}: MRI k-space must be a complex ({size}, {size}) array "
+                            f"(zeros on the lines not acquired), got {a.dtype} {a.shape}")
+        lines = (np.abs(a) > 0).any(axis=0).astype(np.float32)   # acquired phase-encoding columns
+        fm = UndersampledMRI(size, mask=lines, noise_std=args.noise)
+        print(f"k-space: {int(lines.sum())} of {size} phase-encoding lines acquired "
+              f"(R = {fm.acceleration_achieved:.2f})")
+        return fm, torch.from_numpy(a.astype(np.complex64))[None, None] * fm.mask
+    raise UserError("--measurement is supported for ct (sinogram) and mri (k-space)")
+
+
+def _write_result(x, output: str, source: Path | None, affine) -> None:
+    """Posterior mean (1, C, H, W) in [0, 1] by extension: .dcm (source's units), .nii(.gz), .png, .npy."""
+    if output.endswith(".dcm"):
+        _write_dicom(source, x, output)
+    elif _is_nifti(output):
+        import nibabel as nib
+        import numpy as np
+        data = x[0].permute(1, 2, 0).cpu().numpy().astype(np.float32)     # (H, W, C), in [0, 1] units
+        nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), output)
+    else:
+        _write_images(x, output)
+
+
+def _std_path(output: str) -> str:
+    """recon.png -> recon_std.png; .dcm uncertainty goes to .npy (a [0, 1]-unit map, not HU)."""
+    for ext in (".nii.gz", ".nii", ".png", ".npy", ".dcm"):
+        if output.endswith(ext):
+            return output[: -len(ext)] + "_std" + (".npy" if ext == ".dcm" else ext)
+    return output + "_std.npy"
+
+
 def cmd_solve(args) -> int:
-    """Simulate the measurement of an image and reconstruct it with the score prior."""
-    if args.mask is None:
-        args.mask = {"mri": "equispaced", "inpaint": "box"}.get(args.task)
+    """Reconstruct from a measurement file, or from the simulated measurement of an image."""
     import torch
     import torch.nn.functional as F
     from . import load_score_model, solve
-    from .data.folder import read_unit_image
-    _check_image_output(args.output, dicom=True)
-    device = _device(args.device)
-    path = Path(args.input)
-    if not path.exists():
-        raise UserError(f"input {path} does not exist")
     from .data.dicom import is_dicom
-    if args.output.endswith(".dcm") and not is_dicom(path):
-        raise UserError("a .dcm output needs a DICOM input (its identifiers and HU scaling are kept)")
+    if args.mask is None:
+        args.mask = {"mri": "equispaced", "inpaint": "box"}.get(args.task)
+    if (args.input is None) == (args.measurement is None):
+        raise UserError("give either an INPUT image or --measurement FILE")
+    source = Path(args.input or args.measurement)
+    if not (args.output.endswith((".png", ".npy", ".dcm")) or _is_nifti(args.output)):
+        raise UserError(f"output {args.output!r}: expected a .png, .npy, .dcm, .nii or .nii.gz file name")
+    if not source.exists():
+        raise UserError(f"input {source} does not exist")
+    if args.output.endswith(".dcm") and (args.input is None or not is_dicom(source)):
+        raise UserError("a .dcm output needs a DICOM input image (its identifiers and HU scaling are kept)")
+    device = _device(args.device)
     try:
         model = load_score_model(args.checkpoint or DEFAULT_CHECKPOINTS[args.task], device=device)
-        image = torch.from_numpy(read_unit_image(path))[None]
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from e
-    c, size = model.image_shape[0], model.image_shape[-1]
-    if image.shape[1] != c:
-        raise UserError(f"{path} has {image.shape[1]} channel(s); the checkpoint expects {c}")
-    if tuple(image.shape[-2:]) != (size, size):
-        if not args.resize:
-            raise UserError(f"{path} is {image.shape[-2]}x{image.shape[-1]} but the checkpoint expects "
-                            f"{size}x{size}; pass --resize to resample it")
-        image = F.interpolate(image, size=(size, size), mode="area" if image.shape[-1] > size else "bilinear")
-    fm = _forward_model(args, tuple(model.image_shape))
-    y = fm.simulate(image, generator=torch.Generator().manual_seed(args.seed))
-    print(f"{args.task}: {path.name} -> measurement {tuple(y.shape[1:])}; reconstructing with {args.samples} "
-          f"sample(s), {args.steps} steps")
-    sol = solve(y.to(device), fm, model, method=args.method, steps=args.steps, n_samples=args.samples,
-                seed=args.seed, progress=not args.quiet)
-    if args.output.endswith(".dcm"):
-        _write_dicom(path, sol.mean.clamp(0, 1), args.output)
+    affine = None
+    if args.measurement is not None:
+        fm, y = _measured_problem(source, args, tuple(model.image_shape))
     else:
-        _write_images(sol.mean.clamp(0, 1), args.output)
+        try:
+            image, affine = _read_input_image(source, args)
+        except ValueError as e:
+            raise UserError(str(e)) from e
+        c, size = model.image_shape[0], model.image_shape[-1]
+        if image.shape[1] != c:
+            raise UserError(f"{source} has {image.shape[1]} channel(s); the checkpoint expects {c}")
+        if tuple(image.shape[-2:]) != (size, size):
+            if not args.resize:
+                raise UserError(f"{source} is {image.shape[-2]}x{image.shape[-1]} but the checkpoint expects "
+                                f"{size}x{size}; pass --resize to resample it")
+            mode = "area" if image.shape[-1] > size else "bilinear"
+            image = F.interpolate(image, size=(size, size), mode=mode)
+        fm = _forward_model(args, tuple(model.image_shape))
+        y = fm.simulate(image, generator=torch.Generator().manual_seed(args.seed))
+    print(f"{args.task}: {source.name} -> measurement {tuple(y.shape[1:])}; reconstructing with "
+          f"{args.samples} sample(s), {args.steps} steps")
+    try:
+        sol = solve(y.to(device), fm, model, method=args.method, steps=args.steps, n_samples=args.samples,
+                    seed=args.seed, progress=not args.quiet)
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    _write_result(sol.mean.clamp(0, 1), args.output, source, affine)
     written = [args.output]
     if args.std:
-        std_path = str(Path(args.output).with_name(Path(args.output).stem + "_std" + Path(args.output).suffix))
-        std = sol.std
-        if std_path.endswith(".dcm"):
-            std_path = std_path[:-4] + ".npy"   # an uncertainty map in [0, 1] units, not HU
-        _write_images(std / std.max().clamp_min(1e-12) if std_path.endswith(".png") else std, std_path)
+        std_path, std = _std_path(args.output), sol.std
+        _write_result(std / std.max().clamp_min(1e-12) if std_path.endswith(".png") else std, std_path,
+                      source, affine)
         written.append(std_path)
+    residual = (sol.residual / y.abs().flatten(1).norm(dim=1).cpu().clamp_min(1e-12)).mean()
     print(f"wrote {', '.join(written)} ({sol.nfe} score evaluations, {sol.seconds:.1f} s, relative residual "
-          f"{float((sol.residual / y.abs().flatten(1).norm(dim=1).cpu().clamp_min(1e-12)).mean()):.3g})")
+          f"{float(residual):.3g})")
     return 0
 
 
@@ -298,9 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sample)
     v = sub.add_parser("solve", help="simulate a measurement of an image and reconstruct it")
     v.add_argument("task", choices=sorted(DEFAULT_CHECKPOINTS))
-    v.add_argument("input", help="image: PNG, NPY or DICOM")
-    v.add_argument("-o", "--output", required=True, help=".png, .npy or .dcm (posterior mean; .dcm needs a DICOM "
-                   "input and keeps its identifiers and HU scaling)")
+    v.add_argument("input", nargs="?", help="image: PNG, NPY, DICOM or NIfTI (its measurement is simulated)")
+    v.add_argument("--measurement", help="a measured CT sinogram (n_views, n_det) or complex MRI k-space (H, W) "
+                   ".npy, instead of INPUT")
+    v.add_argument("-o", "--output", required=True, help=".png, .npy, .nii(.gz) or .dcm (posterior mean; .dcm needs "
+                   "a DICOM input and keeps its identifiers and HU scaling)")
+    v.add_argument("--slice", type=int, help="NIfTI volume: slice index along the last axis (default: middle)")
+    v.add_argument("--kind", choices=["mr", "ct"], default="mr", help="NIfTI intensities: MR (percentile) or CT (HU)")
     v.add_argument("--checkpoint", help="score model name or path (default per task: "
                    + ", ".join(f"{k} {n}" for k, n in DEFAULT_CHECKPOINTS.items()) + ")")
     v.add_argument("--views", type=int, default=23, help="CT views")
