@@ -27,30 +27,43 @@ def save_grid(x, path, nrow: int | None = None, pad: int = 2) -> None:
     matplotlib.image.imsave(str(path), canvas[..., 0] if c == 1 else canvas, cmap="gray", vmin=0, vmax=1)
 
 
+def _is_map(name: str) -> bool:
+    """Columns shown with their own colour scale (uncertainty and error maps), not as [0, 1] images."""
+    return "std" in name or "error" in name
+
+
 def save_panels(columns: dict, path, rows: int | None = None, cmaps: dict | None = None,
                 title: str | None = None) -> None:
-    """A figure with one column per entry {title: (B, C, H, W) images}, one row per image.
+    """A figure with one column per entry {name: (B, C, H, W) images}, one row per image.
 
-    `title` (e.g. the setting and the run's provenance) is printed above the panels.
+    Columns whose name contains "std" or "error" are maps with their own colour scale (magma);
+    the others are images in [0, 1]. `title` (e.g. the setting and the run's provenance) goes on top.
     """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     cmaps = cmaps or {}
-    arrays = {k: _to_numpy_images(v) if not k.startswith(("std", "|error|")) else
-              (v.detach().cpu().float().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)).transpose(0, 2, 3, 1)
-              for k, v in columns.items()}
+    arrays = {}
+    for name, v in columns.items():
+        if _is_map(name):
+            v = v.detach().cpu().float().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+            arrays[name] = v.transpose(0, 2, 3, 1)
+        else:
+            arrays[name] = _to_numpy_images(v)
     n = rows or min(len(a) for a in arrays.values())
-    fig, axes = plt.subplots(n, len(arrays), figsize=(2.2 * len(arrays), 2.2 * n), squeeze=False)
-    for j, (title, a) in enumerate(arrays.items()):
+    fig, axes = plt.subplots(n, len(arrays), figsize=(2.2 * len(arrays), 2.2 * n + (0.4 if title else 0)),
+                             squeeze=False)
+    for j, (name, a) in enumerate(arrays.items()):
         for i in range(n):
             img = a[i][..., 0] if a[i].shape[-1] == 1 else a[i]
             ax = axes[i][j]
-            ax.imshow(img, cmap=cmaps.get(title, "gray"), **({} if title.startswith(("std", "|error|")) else
-                                                             {"vmin": 0, "vmax": 1}))
+            if _is_map(name):
+                ax.imshow(img if img.ndim == 2 else img.mean(-1), cmap=cmaps.get(name, "magma"))
+            else:
+                ax.imshow(img, cmap=cmaps.get(name, "gray"), vmin=0, vmax=1)
             ax.set_xticks([]), ax.set_yticks([])
             if i == 0:
-                ax.set_title(title, fontsize=9)
+                ax.set_title(name, fontsize=9)
     if title:
         fig.suptitle(title, fontsize=7)
     fig.tight_layout()
