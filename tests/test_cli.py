@@ -17,14 +17,18 @@ def run(*args, cwd=None):
                           cwd=cwd, timeout=300)
 
 
-@pytest.fixture(scope="module")
-def tiny_digits_model(tmp_path_factory):
+def save_tiny_model(path, image_size: int, sigma_max: float):
+    """An untrained 1-channel U-Net score model, saved as a checkpoint directory."""
     torch.manual_seed(0)
-    model = ScoreModel(UNet(UNetConfig(image_size=32, base_channels=8, channel_mult=(1, 2),
-                                       attn_resolutions=())), VESDE(0.01, 25.0))
-    path = tmp_path_factory.mktemp("ckpt") / "tiny"
+    model = ScoreModel(UNet(UNetConfig(image_size=image_size, base_channels=8, channel_mult=(1, 2),
+                                       attn_resolutions=())), VESDE(0.01, sigma_max))
     save_score_model(model, path)
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_digits_model(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("ckpt") / "tiny", 32, 25.0)
 
 
 def test_help_lists_commands():
@@ -60,12 +64,7 @@ def test_user_errors_are_one_line(tiny_digits_model, tmp_path, args, message):
 
 @pytest.fixture(scope="module")
 def tiny_ct_model(tmp_path_factory):
-    torch.manual_seed(0)
-    model = ScoreModel(UNet(UNetConfig(image_size=16, base_channels=8, channel_mult=(1, 2),
-                                       attn_resolutions=())), VESDE(0.01, 10.0))
-    path = tmp_path_factory.mktemp("ckpt16") / "tiny16"
-    save_score_model(model, path)
-    return path
+    return save_tiny_model(tmp_path_factory.mktemp("ckpt16") / "tiny16", 16, 10.0)
 
 
 @pytest.mark.parametrize("task,extra", [("ct", ["--views", "6"]), ("mri", ["--acceleration", "2"]),
@@ -184,11 +183,7 @@ def test_solve_from_measured_sinogram_and_kspace(tiny_ct_model, tmp_path):
 
 
 def test_demo_reconstructs_the_embedded_slice(tmp_path):
-    torch.manual_seed(0)
-    model = ScoreModel(UNet(UNetConfig(image_size=64, base_channels=8, channel_mult=(1, 2),
-                                       attn_resolutions=())), VESDE(0.01, 40.0))
-    save_score_model(model, tmp_path / "tiny64")
-    r = run("demo", "--checkpoint", str(tmp_path / "tiny64"), "--steps", "2", "--samples", "2", "-o",
+    r = run("demo", "--checkpoint", str(save_tiny_model(tmp_path / "tiny64", 64, 40.0)), "--steps", "2", "--samples", "2", "-o",
             str(tmp_path / "demo.png"))
     assert r.returncode == 0, r.stderr
     table = {line.split()[0]: line.split() for line in r.stdout.splitlines() if line.startswith(("FBP", "FISTA-TV"))}
