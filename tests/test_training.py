@@ -255,12 +255,21 @@ DDP_SCRIPT = textwrap.dedent("""
 """)
 
 
-def run_torchrun(cmd, env, cwd, timeout, marker: str):
-    """Run a torchrun command; returns (returncode, output tail), returncode None on timeout.
+def run_torchrun(script_text: str, name: str, cwd: Path, timeout: float):
+    """Write `script_text` to cwd/name and run it under torchrun with 2 CPU processes (gloo).
+
+    Returns (returncode, output tail), returncode None on timeout.
 
     Output goes to a file, not a pipe, so stray workers cannot block the read. On timeout the launcher gets
     SIGTERM (it terminates its workers), then SIGKILL; any worker still alive -- torchrun starts each in
     its own session -- is killed by PID, found by `marker` (the unique script path) in its command line."""
+    script = Path(cwd) / name
+    script.write_text(script_text)
+    marker = str(script)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(cwd)]
     log = Path(cwd) / "torchrun.log"
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
@@ -286,14 +295,7 @@ def run_torchrun(cmd, env, cwd, timeout, marker: str):
 
 
 def test_ddp_two_processes_cpu(tmp_path):
-    script = tmp_path / "ddp_train.py"
-    script.write_text(DDP_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(script), str(tmp_path)]
-    returncode, output = run_torchrun(cmd, env, tmp_path, timeout=300, marker=str(script))
+    returncode, output = run_torchrun(DDP_SCRIPT, "ddp_train.py", tmp_path, timeout=300)
     assert returncode == 0, output
     work = tmp_path / "work"
     assert (work / "train_state.safetensors").exists()
@@ -352,14 +354,7 @@ def test_ddp_time_limit_is_agreed_by_all_ranks(tmp_path):
     clock, so ranks whose start stamps differ stop at different steps: the earlier one leaves the loop
     (checkpoint + barrier) while the other waits in its next gradient all-reduce, and the job hangs.
     The subprocess gets 45 s (a healthy run takes ~2 s of training plus start-up)."""
-    script = tmp_path / "ddp_time_limit.py"
-    script.write_text(DDP_TIME_LIMIT_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(script), str(tmp_path)]
-    returncode, output = run_torchrun(cmd, env, tmp_path, timeout=45, marker=str(script))
+    returncode, output = run_torchrun(DDP_TIME_LIMIT_SCRIPT, "ddp_time_limit.py", tmp_path, timeout=45)
     if returncode is None:
         pytest.fail("DDP training with max_seconds hung: the ranks disagreed on when time was up\n" + output)
     assert returncode == 0, output
