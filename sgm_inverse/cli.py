@@ -90,11 +90,10 @@ def cmd_sample(args) -> int:
     return 0
 
 
-def _check_image_output(output: str, dicom: bool = False) -> None:
+def _check_image_output(output: str) -> None:
     """Fail before any work when the output name has no supported extension."""
-    allowed = (".png", ".npy", ".dcm") if dicom else (".png", ".npy")
-    if not output.endswith(allowed):
-        raise UserError(f"output {output!r}: expected a {' or '.join(allowed)} file name")
+    if not output.endswith((".png", ".npy")):
+        raise UserError(f"output {output!r}: expected a .png or .npy file name")
 
 
 def _write_images(x, output: str) -> None:

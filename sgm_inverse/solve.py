@@ -4,7 +4,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from .conditioning import Bayes, DPS, Projection
@@ -59,14 +58,6 @@ def pick_method(forward_model) -> str:
     return "dps"
 
 
-def _as_tensor(measurement) -> torch.Tensor:
-    if isinstance(measurement, np.ndarray):
-        return torch.from_numpy(measurement)
-    if isinstance(measurement, torch.Tensor):
-        return measurement
-    raise ValueError(f"measurement must be a torch.Tensor or numpy.ndarray, got {type(measurement).__name__}")
-
-
 def solve(measurement, forward_model, score_model, *, method: str = "auto", sampler: str = "pc",
           steps: int = 500, corrector_steps: int = 1, snr: float = 0.16, n_samples: int = 1,
           seed: int | None = None, progress: bool = True, **method_options) -> Solution:
@@ -102,7 +93,7 @@ def solve(measurement, forward_model, score_model, *, method: str = "auto", samp
                          f"{tuple(model_shape)}")
     device = _model_device(score_model)
     forward_model = forward_model.to(device)
-    y = forward_model.check_measurement(_as_tensor(measurement)).to(device)
+    y = forward_model.check_measurement(measurement).to(device)   # also converts NumPy arrays
     if y.is_floating_point():
         y = y.float()
     batch = y.shape[0]

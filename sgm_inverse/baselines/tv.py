@@ -20,12 +20,7 @@ import math
 
 import torch
 
-
-def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
-    """Append trailing singleton dims so a per-sample tensor (B,) broadcasts against (B, ...)."""
-    if v.ndim > ndim:
-        raise ValueError(f"cannot broadcast a tensor with {v.ndim} dims to {ndim} dims")
-    return v.reshape(*v.shape, *([1] * (ndim - v.ndim)))
+from ..utils import append_dims
 
 
 def grad(u: torch.Tensor) -> torch.Tensor:
