@@ -16,7 +16,7 @@ Tuning grids (val split; --grid default | tiny):
              (tiny: snr {0.16} x lam {0.85, 1.0}, cg vs fbp)
   dps        snr {0.08, 0.16} x zeta {0.03, 0.1, 0.3, 1.0}        (tiny: snr {0.16} x zeta {0.3, 1.0})
 Untuned defaults (used, and flagged UNTUNED, when no tuned file has the setting): projection snr 0.25,
-lam 0.85, cg (Song et al. 2022's LIDC values); dps snr 0.16, zeta 0.3.
+lam 0.85 (Song et al. 2022's LIDC values) with the fbp inverse; dps snr 0.16, zeta 0.3.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ GRIDS = {
     "tiny": {"fista_c": [1e-4, 1e-3], "snr": [0.16], "lam": [0.85, 1.0], "inverse_method": ["cg", "fbp"],
              "dps_snr": [0.16], "zeta": [0.3, 1.0]},
 }
-DEFAULTS = {"projection": {"snr": 0.25, "lam": 0.85, "inverse_method": "cg"}, "dps": {"snr": 0.16, "zeta": 0.3}}
+DEFAULTS = {"projection": {"snr": 0.25, "lam": 0.85, "inverse_method": "fbp"}, "dps": {"snr": 0.16, "zeta": 0.3}}
 
 
 def add_args(ap):
@@ -49,7 +49,7 @@ def add_args(ap):
 def setting(image_size: int, views: int, geometry: str, noise: float, reference: bool) -> rc.Setting:
     angular_range = math.pi if geometry == "parallel" else 2 * math.pi
 
-    def make_op(noise_std, inverse_method="cg"):
+    def make_op(noise_std, inverse_method="fbp"):
         return SparseViewCT(image_size, views, geometry=geometry, angular_range=angular_range,
                             noise_std=noise_std, inverse_method=inverse_method)
 

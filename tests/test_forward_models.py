@@ -229,7 +229,9 @@ def test_ct_inverse_methods():
     err = {m: float((SparseViewCT(64, 23, inverse_method=m).inverse_transform(z) - x).norm() / x.norm())
            for m in ("fbp", "cg")}
     assert err["cg"] < 0.07 and err["fbp"] < 0.25, err  # measured: cg 0.058, fbp 0.175
-    assert ct.inverse_method == "cg"  # the more accurate one is the default
+    # FBP is the default although CG is more accurate here: inside the projection sampler T^-1 sees
+    # inconsistent sinograms, where CG gave 6.6 dB against FBP's 28.6 dB (see forward_models/ct.py).
+    assert ct.inverse_method == "fbp"
 
 
 def test_ct_gradcheck():
