@@ -1,0 +1,35 @@
+"""Collect <results>/sample_quality_*.json into <results>/checkpoints.md, one row per checkpoint.
+
+    python benchmarks/checkpoints_table.py [--results benchmarks/results]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from common import RESULTS, markdown_table
+
+COLUMNS = {"name": "checkpoint", "step": "step", "images seen": "images_seen", "hours": "training_hours",
+           "final loss": "final_loss", "MB": "weights_mb", "n": "n_samples", "FD samples": "fd_samples",
+           "floor": "fd_floor", "blurred": "fd_blurred", "train vs held-out": "fd_train"}
+
+
+def main(argv=None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    rows = []
+    for path in sorted(args.results.glob("sample_quality_*.json")):
+        for r in json.loads(path.read_text())["records"]:
+            rows.append({col: "" if r.get(key) is None else r[key] for col, key in COLUMNS.items()})
+    out = args.results / "checkpoints.md"
+    note = ("FD on fixed random features (sgm_inverse.sample_quality, seed 0); floor = held-out half vs half. "
+            "Only rows with the same n are comparable.")
+    out.write_text(f"# Score-model checkpoints: sample quality\n\n{note}\n\n{markdown_table(rows, list(COLUMNS))}\n")
+    print(out.read_text())
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Measured sample quality of a score-model checkpoint: Fréchet distance on fixed random features.
+
+    python benchmarks/sample_quality.py --checkpoint NAME_OR_PATH [-n 500] [--steps 100]
+        [--corrector none|langevin] [--snr 0.16] [--seed 0] [--batch-size 50] [--out benchmarks/results]
+        [--dataset auto] [--device cpu|cuda] [--name NAME] [--quick]
+
+Draws n unconditional PC samples (clamped to [0, 1]) and reports, all with
+`sgm_inverse.sample_quality.sample_fd` (RandomFeatures, seed 0):
+  * fd_samples: FD(samples, held-out images);
+  * fd_floor:   FD(held-out half A, held-out half B), a fixed seeded permutation -- what two real sets of
+                n_heldout / 2 images score (finite-N noise and bias; lower is not reachable);
+  * fd_blurred: FD(held-out blurred with a Gaussian of sigma 1.5 px, held-out) -- what "blobs" score;
+  * fd_train:   FD(first n training images, held-out) -- what real images from the other split score;
+  * in_range_fraction: the share of sample pixels in [-0.25, 1.25] before clamping.
+Held-out = the test split (brain: val + test, as its test split has only ~71 slices), all of it when it has
+at most n images, else a fixed random subset (seed 0) of n; training images = n of the train split, chosen the
+same way. The data set comes from the checkpoint's config unless --dataset is given.
+Writes <out>/samples_<name>.png (top: 32 held-out images, bottom: 32 samples) and
+<out>/sample_quality_<name>.json / .md. --quick: n = 16, steps = 10 (for tests).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+try:  # a checkout without `pip install -e .`: use the package next to benchmarks/
+    import sgm_inverse  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sgm_inverse import load_score_model, pc_sample
+from sgm_inverse.checkpoints import resolve_checkpoint
+from sgm_inverse.data import get_dataset
+from sgm_inverse.plotting import save_grid
+from sgm_inverse.sample_quality import sample_fd
+from sgm_inverse.samplers import langevin, no_corrector
+
+from common import RESULTS, markdown_table, write_results
+
+CORRECTOR = {"none": no_corrector, "langevin": langevin}
+COLUMNS = ["checkpoint", "dataset", "step", "n_samples", "n_heldout", "steps", "corrector", "fd_samples",
+           "fd_floor", "fd_blurred", "fd_train", "in_range_fraction", "seconds"]
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
+    """Separable Gaussian blur of (B, C, H, W), kernel radius ceil(3 sigma), reflect padding."""
+    r = math.ceil(3 * sigma)
+    k = torch.exp(-torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) ** 2 / (2 * sigma ** 2))
+    k = (k / k.sum()).repeat(x.shape[1], 1, 1, 1)               # (C, 1, 1, 2r + 1)
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k, groups=x.shape[1])
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.transpose(-1, -2), groups=x.shape[1])
+
+
+def load_images(name: str, split: str, image_size: int, n: int | None = None) -> torch.Tensor:
+    """n items of a split (all when None or fewer, in order) as (N, C, H, W); (image, label) items give image.
+
+    A subset is a fixed random one (seed 0, sorted): the first n would be e.g. adjacent brain slices of one axis.
+    """
+    ds = get_dataset(name, split, image_size=image_size)
+    idx = range(len(ds)) if n is None or n >= len(ds) else \
+        torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n].sort().values.tolist()
+    items = [ds[i] for i in idx]
+    return torch.stack([it[0] if isinstance(it, tuple) else it for it in items])
+
+
+def checkpoint_name(ckpt: str) -> str:
+    p = Path(ckpt)
+    name = p.stem if p.suffix == ".safetensors" else p.name
+    return f"{p.parent.name}_{name}" if name in ("ema", "model", "final", "latest") else name
+
+
+def weights_mb(ckpt: str) -> float | None:
+    try:
+        return round(resolve_checkpoint(ckpt)[0].stat().st_size / 2 ** 20, 2)
+    except (OSError, ValueError):
+        return None
+
+
+def draw_samples(model, shape, n, args, device) -> tuple[torch.Tensor, int]:
+    """n samples (unclamped) in batches of args.batch_size, batch i seeded with seed + i; returns (x, NFE)."""
+    out, info = [], {}
+    for i, start in enumerate(range(0, n, args.batch_size)):
+        b = min(args.batch_size, n - start)
+        gen = torch.Generator(device=device).manual_seed(args.seed + i)
+        out.append(pc_sample(model, (b, *shape), steps=args.steps, corrector=CORRECTOR[args.corrector],
+                             snr=args.snr, generator=gen, progress=not args.no_progress, info=info).cpu())
+    return torch.cat(out), info.get("nfe")
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--checkpoint", required=True, help="shipped name, checkpoint directory or .safetensors")
+    ap.add_argument("-n", type=int, default=500, help="samples (and at most this many held-out / train images)")
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--corrector", choices=sorted(CORRECTOR), default="langevin")
+    ap.add_argument("--snr", type=float, default=0.16)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=50)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--dataset", default="auto", help="auto: the checkpoint's config data.dataset")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--name", default=None, help="name in the output files (default: from the checkpoint)")
+    ap.add_argument("--quick", action="store_true", help="n = 16, steps = 10")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.n, args.steps = 16, 10
+    if args.n < 4:
+        ap.error("-n must be >= 4 (two halves of >= 2 held-out images)")
+    device = torch.device(args.device)
+    model = load_score_model(args.checkpoint, device=device)
+    shape = tuple(model.image_shape)
+    dataset = model.config.get("data", {}).get("dataset") if args.dataset == "auto" else args.dataset
+    if not dataset:
+        ap.error("the checkpoint's config names no data set (data.dataset); pass --dataset")
+    name = args.name or checkpoint_name(args.checkpoint)
+
+    if dataset == "brain":  # the test slab alone is ~71 slices: too few for a stable FD
+        heldout_split = "val+test"
+        heldout = torch.cat([load_images(dataset, s, shape[-1]) for s in ("val", "test")])
+        if len(heldout) > args.n:
+            heldout = heldout[torch.randperm(len(heldout), generator=torch.Generator().manual_seed(0))[:args.n]]
+    else:
+        heldout_split, heldout = "test", load_images(dataset, "test", shape[-1], args.n)
+    train = load_images(dataset, "train", shape[-1], args.n)
+    if heldout.shape[1:] != shape:
+        raise SystemExit(f"data set {dataset!r} gives images {tuple(heldout.shape[1:])}, model expects {shape}")
+
+    t0 = time.perf_counter()
+    raw, nfe = draw_samples(model, shape, args.n, args, device)
+    seconds = time.perf_counter() - t0
+    samples = raw.clamp(0, 1)
+
+    perm = torch.randperm(len(heldout), generator=torch.Generator().manual_seed(0))
+    half_a, half_b = heldout[perm[: len(heldout) // 2]], heldout[perm[len(heldout) // 2:]]
+    training = model.config.get("training", {})
+    record = {
+        "checkpoint": name, "checkpoint_arg": str(args.checkpoint), "weights_mb": weights_mb(args.checkpoint),
+        "step": training.get("step"), "images_seen": training.get("images_seen"),
+        "training_hours": None if training.get("seconds") is None else training["seconds"] / 3600,
+        "final_loss": training.get("final_loss"),
+        "dataset": dataset, "heldout_split": heldout_split, "n_samples": len(samples), "n_heldout": len(heldout),
+        "n_train": len(train), "n_floor_half": len(half_a), "steps": args.steps, "corrector": args.corrector,
+        "snr": args.snr, "seed": args.seed, "nfe": nfe,
+        "fd_samples": sample_fd(samples, heldout), "fd_floor": sample_fd(half_a, half_b),
+        "fd_blurred": sample_fd(gaussian_blur(heldout, 1.5), heldout), "fd_train": sample_fd(train, heldout),
+        "in_range_fraction": float(((raw >= -0.25) & (raw <= 1.25)).float().mean()),
+        "seconds": seconds, "features": "RandomFeatures(seed=0, n_features=64)",
+    }
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    k = min(32, len(heldout), len(samples))
+    k = k - k % 8 if k >= 8 else k
+    save_grid(torch.cat([heldout[:k], samples[:k]]), args.out / f"samples_{name}.png", nrow=8)
+    table = markdown_table([record], COLUMNS)
+    write_results(f"sample_quality_{name}", [record], table, device=device, out_dir=args.out)
+    print(table)
+    return record
+
+
+if __name__ == "__main__":
+    main()
