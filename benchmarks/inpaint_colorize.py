@@ -4,7 +4,7 @@
         [-n 16] [--steps 100] [--seed 0] [--out benchmarks/results] [--quick] [--device cpu]
         [--tasks digits_box digits_random patches_box patches_random patches_colorize]
 
-Tasks (test split; the first n images of each data set):
+Tasks (test split; n images of each data set, evenly spaced over it):
     digits_box / patches_box          y = M x, M = 0 on a central square of half the side
     digits_random / patches_random    y = M x, each pixel (all channels) kept with probability 0.25
     patches_colorize                  y = (R + G + B) / 3   (Grayscale(32))
@@ -208,7 +208,7 @@ def main(argv=None) -> None:
         print(f"{task}: " + "; ".join(f"{r['method']} PSNR {r['psnr_mean']:.2f} SSIM {r['ssim_mean']:.3f}"
                                       for r in recs))
     notes = [
-        f"Test split, the first {args.n} images of each data set; noiseless measurements; mean ± std over images.",
+        f"Test split, {args.n} images of each data set evenly spaced over it; noiseless measurements; mean ± std over images.",
         "Score models: " + ", ".join(f"{d} `{c}`" for d, c in args.checkpoints.items()
                                      if any(TASKS[t][0] == d for t in args.tasks)) +
         f" (unconditional, shared with every other task). Ours = one posterior sample per image, PC sampler "
