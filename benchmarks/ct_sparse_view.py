@@ -10,11 +10,13 @@ without noise (--noise, default 0 and 0.01: additive white Gaussian on the sinog
 noise_std = level x mean |A x| of the validation images). The same checkpoint serves every setting.
 --quick: 4 test images, 100 steps, parallel 8 views without noise only, tiny tuning grids.
 
-Tuning grids (val split; --grid default | tiny):
+Tuning grids (val split; --grid default | small | tiny):
   FISTA-TV lam = c ||A||^2, c in {1e-5, 3e-5, ..., 1e-2, 3e-2}  (tiny: 1e-4, 1e-3)
   projection snr {0.08, 0.16, 0.25} x lam {0.6, 0.85, 1.0}, then inverse_method cg vs fbp at the best
-             (tiny: snr {0.16} x lam {0.85, 1.0}, cg vs fbp)
-  dps        snr {0.08, 0.16} x zeta {0.03, 0.1, 0.3, 1.0}        (tiny: snr {0.16} x zeta {0.3, 1.0})
+             (small: snr {0.08, 0.16, 0.25} x lam {0.85, 1.0}, cg vs fbp;
+              tiny: snr {0.16} x lam {0.85, 1.0}, cg vs fbp)
+  dps        snr {0.08, 0.16} x zeta {0.03, 0.1, 0.3, 1.0}        (small: snr {0.16} x zeta {0.1, 0.3, 1.0};
+                                                                  tiny: snr {0.16} x zeta {0.3, 1.0})
 Untuned defaults (used, and flagged UNTUNED, when no tuned file has the setting): projection snr 0.25,
 lam 0.85 (Song et al. 2022's LIDC values) with the fbp inverse; dps snr 0.16, zeta 0.3.
 """
@@ -33,6 +35,8 @@ GRIDS = {
     "default": {"fista_c": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2], "snr": [0.08, 0.16, 0.25],
                 "lam": [0.6, 0.85, 1.0], "inverse_method": ["cg", "fbp"], "dps_snr": [0.08, 0.16],
                 "zeta": [0.03, 0.1, 0.3, 1.0]},
+    "small": {"fista_c": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2], "snr": [0.08, 0.16, 0.25],
+              "lam": [0.85, 1.0], "inverse_method": ["cg", "fbp"], "dps_snr": [0.16], "zeta": [0.1, 0.3, 1.0]},
     "tiny": {"fista_c": [1e-4, 1e-3], "snr": [0.16], "lam": [0.85, 1.0], "inverse_method": ["cg", "fbp"],
              "dps_snr": [0.16], "zeta": [0.3, 1.0]},
 }

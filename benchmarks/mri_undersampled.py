@@ -10,11 +10,13 @@ and gaussian1d at --gaussian-accelerations (default 4); mask seed --mask-seed (0
 complex white Gaussian on the sampled k-space entries, noise_std = level x mean |y| over them (val images).
 --quick: 4 test images, 100 steps, 4x equispaced only, tiny tuning grids.
 
-Tuning grids (val split; --grid default | tiny):
+Tuning grids (val split; --grid default | small | tiny):
   FISTA-TV lam = c ||A||^2 (= c: the operator is a masked unitary FFT), c in {1e-5, 3e-5, ..., 1e-2,
              3e-2}  (tiny: 1e-4, 1e-3)
-  projection snr {0.08, 0.16, 0.25, 0.5} x lam {0.6, 0.85, 1.0}    (tiny: snr {0.16} x lam {0.85, 1.0})
-  dps        snr {0.08, 0.16} x zeta {0.03, 0.1, 0.3, 1.0}         (tiny: snr {0.16} x zeta {0.3, 1.0})
+  projection snr {0.08, 0.16, 0.25, 0.5} x lam {0.6, 0.85, 1.0}    (small: snr {0.16, 0.25, 0.5} x lam {0.85, 1.0};
+                                                                   tiny: snr {0.16} x lam {0.85, 1.0})
+  dps        snr {0.08, 0.16} x zeta {0.03, 0.1, 0.3, 1.0}         (small: snr {0.16} x zeta {0.3, 1.0, 3.0};
+                                                                   tiny: snr {0.16} x zeta {0.3, 1.0})
 Untuned defaults: projection snr 0.5, lam 1.0 (Song et al. 2022's BraTS values); dps snr 0.16, zeta 0.3.
 """
 from __future__ import annotations
@@ -30,6 +32,8 @@ CENTER_FRACTION = 0.08
 GRIDS = {
     "default": {"fista_c": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2], "snr": [0.08, 0.16, 0.25, 0.5],
                 "lam": [0.6, 0.85, 1.0], "dps_snr": [0.08, 0.16], "zeta": [0.03, 0.1, 0.3, 1.0]},
+    "small": {"fista_c": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2], "snr": [0.16, 0.25, 0.5],
+              "lam": [0.85, 1.0], "dps_snr": [0.16], "zeta": [0.3, 1.0, 3.0]},
     "tiny": {"fista_c": [1e-4, 1e-3], "snr": [0.16], "lam": [0.85, 1.0], "dps_snr": [0.16], "zeta": [0.3, 1.0]},
 }
 DEFAULTS = {"projection": {"snr": 0.5, "lam": 1.0}, "dps": {"snr": 0.16, "zeta": 0.3}}

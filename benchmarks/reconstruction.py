@@ -100,8 +100,8 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     ap.add_argument("--tune", action="store_true",
                     help="tune the score-based settings on the val split and write <name>_tuned.json")
     ap.add_argument("--tuned", type=Path, default=None, help="tuned settings file (default OUT/<name>_tuned.json)")
-    ap.add_argument("--grid", choices=("default", "tiny"), default=None,
-                    help="tuning grids (default 'default'; quick 'tiny')")
+    ap.add_argument("--grid", choices=("default", "small", "tiny"), default=None,
+                    help="tuning grids (default 'default'; quick 'tiny'; 'small' for a CPU budget)")
     ap.add_argument("--tune-steps", type=int, default=None,
                     help="steps during the grid search (default 250, quick 100)")
     ap.add_argument("--steps-study", nargs="+", type=int, default=None,
