@@ -13,7 +13,8 @@ noise_std = level x mean |A x| of the validation images). The same checkpoint se
 Tuning grids (val split; --grid default | small | tiny):
   FISTA-TV lam = c ||A||^2, c in {1e-5, 3e-5, ..., 1e-2, 3e-2}  (tiny: 1e-4, 1e-3)
   projection snr {0.08, 0.16, 0.25} x lam {0.6, 0.85, 1.0}, then inverse_method cg vs fbp at the best
-             (small: snr {0.08, 0.16, 0.25} x lam {0.85, 1.0}, cg vs fbp;
+             (small: snr {0.08, 0.16, 0.25, 0.5} x lam {0.85, 1.0}, cg vs fbp, then the CG consistency
+              step over snr {0.08, 0.16, 0.25, 0.5, 1.0};
               tiny: snr {0.16} x lam {0.85, 1.0}, cg vs fbp)
   dps        snr {0.08, 0.16} x zeta {0.03, 0.1, 0.3, 1.0}        (small: snr {0.16} x zeta {0.1, 0.3, 1.0};
                                                                   tiny: snr {0.16} x zeta {0.3, 1.0})
@@ -35,7 +36,8 @@ GRIDS = {
     "default": {"fista_c": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2], "snr": [0.08, 0.16, 0.25],
                 "lam": [0.6, 0.85, 1.0], "inverse_method": ["cg", "fbp"], "dps_snr": [0.08, 0.16],
                 "zeta": [0.03, 0.1, 0.3, 1.0]},
-    "small": {"fista_c": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2], "snr": [0.08, 0.16, 0.25],
+    "small": {"fista_c": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2], "consistency": ["transform", "cg"],
+              "consistency_snr": [0.08, 0.16, 0.25, 0.5, 1.0], "snr": [0.08, 0.16, 0.25, 0.5],
               "lam": [0.85, 1.0], "inverse_method": ["cg", "fbp"], "dps_snr": [0.16], "zeta": [0.1, 0.3, 1.0]},
     "tiny": {"fista_c": [1e-4, 1e-3], "snr": [0.16], "lam": [0.85, 1.0], "inverse_method": ["cg", "fbp"],
              "dps_snr": [0.16], "zeta": [0.3, 1.0]},

@@ -13,7 +13,7 @@ complex white Gaussian on the sampled k-space entries, noise_std = level x mean 
 Tuning grids (val split; --grid default | small | tiny):
   FISTA-TV lam = c ||A||^2 (= c: the operator is a masked unitary FFT), c in {1e-5, 3e-5, ..., 1e-2,
              3e-2}  (tiny: 1e-4, 1e-3)
-  projection snr {0.08, 0.16, 0.25, 0.5} x lam {0.6, 0.85, 1.0}    (small: snr {0.16, 0.25, 0.5} x lam {0.85, 1.0};
+  projection snr {0.08, 0.16, 0.25, 0.5} x lam {0.6, 0.85, 1.0}    (small: snr {0.16, 0.25, 0.5, 1.0} x lam {0.85, 1.0}, then the CG consistency step over snr;
                                                                    tiny: snr {0.16} x lam {0.85, 1.0})
   dps        snr {0.08, 0.16} x zeta {0.03, 0.1, 0.3, 1.0}         (small: snr {0.16} x zeta {0.3, 1.0, 3.0};
                                                                    tiny: snr {0.16} x zeta {0.3, 1.0})
@@ -32,7 +32,8 @@ CENTER_FRACTION = 0.08
 GRIDS = {
     "default": {"fista_c": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2], "snr": [0.08, 0.16, 0.25, 0.5],
                 "lam": [0.6, 0.85, 1.0], "dps_snr": [0.08, 0.16], "zeta": [0.03, 0.1, 0.3, 1.0]},
-    "small": {"fista_c": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2], "snr": [0.16, 0.25, 0.5],
+    "small": {"fista_c": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2], "consistency": ["transform", "cg"],
+              "snr": [0.16, 0.25, 0.5, 1.0],
               "lam": [0.85, 1.0], "dps_snr": [0.16], "zeta": [0.3, 1.0, 3.0]},
     "tiny": {"fista_c": [1e-4, 1e-3], "snr": [0.16], "lam": [0.85, 1.0], "dps_snr": [0.16], "zeta": [0.3, 1.0]},
 }

@@ -24,7 +24,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -106,6 +106,11 @@ def base_parser(description: str) -> argparse.ArgumentParser:
                     help="steps during the grid search (default 250, quick 100)")
     ap.add_argument("--steps-study", nargs="+", type=int, default=None,
                     help="steps of the val steps study (default 100 250 500 1000; quick 25 50 100)")
+    ap.add_argument("--grid-set", action="append", default=[], metavar="KEY=V1,V2",
+                    help="override one entry of the chosen tuning grid, e.g. --grid-set snr=0.25,0.5 "
+                         "(an empty list: KEY=); repeatable, recorded in the tuned file")
+    ap.add_argument("--skip-steps-study", action="store_true",
+                    help="--tune: leave the steps study of the tuned file as it is")
     ap.add_argument("--figure-rows", type=int, default=4)
     ap.add_argument("--no-progress", action="store_true")
     return ap
@@ -260,7 +265,8 @@ def run_fista(op, y, x_val, y_val, args, grid, val_split):
 def run_score(method, ops: Operators, model, y, params: dict, args, steps: int):
     """solve() on the whole batch; params: snr + lam (+ inverse_method) or snr + zeta."""
     op = ops(**{k: params[k] for k in ("inverse_method",) if k in params})
-    extra = {"lam": params["lam"]} if method == "projection" else {"zeta": params["zeta"]}
+    extra = ({"lam": params["lam"], **{k: params[k] for k in ("consistency",) if k in params}}
+             if method == "projection" else {"zeta": params["zeta"]})
     sol = solve(y, op, model, method=method, steps=steps, snr=params["snr"], n_samples=args.n_samples,
                 seed=args.seed, progress=args.progress, **extra)
     return {"recon": sol.mean, "std": sol.std, "seconds": sol.seconds, "nfe": sol.nfe,
@@ -418,7 +424,8 @@ def table_rows(task, records) -> list:
         if r["method"] == "fista_tv":
             hyper.append(f"lam={r['lam']:.3g} (c={r['lam_over_L']:g}{', EDGE' if r['lam_at_grid_edge'] else ''})")
         if r["method"] == "projection":
-            inverse = f" {r['inverse_method']}" if "inverse_method" in r else ""
+            inverse = " cg-consistency" if r.get("consistency") == "cg" else \
+                (f" {r['inverse_method']}" if "inverse_method" in r else "")
             hyper.append(f"snr={r['snr']:g} lam={r['lam']:g}{inverse}")
         if r["method"] == "dps":
             hyper.append(f"snr={r['snr']:g} zeta={r['zeta']:g}")
@@ -469,26 +476,43 @@ def _val_run(method, ops, model, y_val, x_val, params, args, steps):
             "seconds_per_image": out["seconds"] / x_val.shape[0], "nfe": out["nfe"]}
 
 
-def _tune_setting(task, args, grid, method, ops, model, y_val, x_val, log) -> list:
+def _cache_key(key, params, steps, n_val, n_samples, seed, checkpoint, checkpoint_step):
+    """What a validation run depends on (the checkpoint by name and training step)."""
+    return (key, json.dumps(params, sort_keys=True), steps, n_val, n_samples, seed, checkpoint, checkpoint_step)
+
+
+def _tune_setting(task, args, grid, method, ops, model, y_val, x_val, log, cached=lambda params: None) -> list:
     """Val runs over the grid: (snr x lam) or (snr x zeta); for projection then each
-    alternative inverse_method at the best (snr, lam). Rows {params, psnr, ssim, ...}."""
+    alternative inverse_method at the best (snr, lam), and each alternative consistency step at the
+    best lam over the snr grid. Rows {params, psnr, ssim, ...}; a point already
+    measured under the same conditions (`cached(params)` returns its row) is not run again."""
+
+    def run(params):
+        row = cached(params)
+        if row is None:
+            row = {"params": params, **_val_run(method, ops, model, y_val, x_val, params, args, args.tune_steps)}
+        else:
+            row = {k: row[k] for k in ("params", "psnr", "ssim", "seconds_per_image", "nfe")}
+            row["cached"] = True
+        log(row)
+        return row
+
     if method == "projection":
         points = [{"snr": s, "lam": l} for s in grid["snr"] for l in grid["lam"]]
     else:
         points = [{"snr": s, "zeta": z} for s in grid["dps_snr"] for z in grid["zeta"]]
-    rows = []
-    for point in points:
-        params = {**task.defaults[method], **point}
-        rows.append({"params": params, **_val_run(method, ops, model, y_val, x_val, params, args, args.tune_steps)})
-        log(rows[-1])
+    rows = [run({**task.defaults[method], **point}) for point in points]
     if method == "projection":
+        # then, at the best (snr, lam): each other T^-1 (CT), then the CG consistency step (no T^-1)
         best = max(rows, key=lambda r: r["psnr"])["params"]
-        for inv in grid.get("inverse_method", []):
-            if inv != best.get("inverse_method"):
-                params = {**best, "inverse_method": inv}
-                rows.append({"params": params,
-                             **_val_run(method, ops, model, y_val, x_val, params, args, args.tune_steps)})
-                log(rows[-1])
+        alternatives = [{"inverse_method": inv} for inv in grid.get("inverse_method", [])
+                        if inv != best.get("inverse_method")]
+        # a different consistency step changes how strongly each step pulls to the data, so snr is
+        # searched again for it (lam stays at the best)
+        alternatives += [{"consistency": c, "snr": s} for c in grid.get("consistency", [])
+                         if c != best.get("consistency", "transform")
+                         for s in grid.get("consistency_snr", grid["snr"])]
+        rows += [run({**best, **alt}) for alt in alternatives]
     return rows
 
 
@@ -502,6 +526,8 @@ def run_tuning(task: Task, args) -> dict:
     tuned, prov = read_tuned(args.tuned), provenance(args.device)
     chosen, recs, study = tuned.get("chosen", {}), tuned.get("records", []), tuned.get("steps_study", [])
     recommended = tuned.get("recommended_steps", {})
+    cache = {_cache_key(r["key"], r["params"], r["steps"], r["n_val"], r.get("n_samples"), r.get("seed"),
+                        r.get("checkpoint"), r.get("checkpoint_step")): r for r in recs}
     models = {d: load_model(args, d) for d in args.datasets}  # fail before any work
     for dataset in args.datasets:
         model, ckpt_info = models[dataset]
@@ -513,16 +539,21 @@ def run_tuning(task: Task, args) -> dict:
             for method in methods:
                 key = tuned_key(dataset, setting, method)
                 log = lambda row: tqdm.write(f"tune {key} {row['params']}: val PSNR {row['psnr']:.2f} "  # noqa: E731
-                                             f"SSIM {row['ssim']:.3f}")
-                rows = _tune_setting(task, args, grid, method, ops, model, y_val, x_val, log)
+                                             f"SSIM {row['ssim']:.3f}" + (" (cached)" if row.get("cached") else ""))
+                same = dict(steps=args.tune_steps, n_val=n_val, n_samples=args.n_samples, seed=args.seed,
+                            checkpoint=ckpt_info["checkpoint"], checkpoint_step=ckpt_info["checkpoint_step"])
+                cached = lambda params: cache.get(_cache_key(key, params, **same))  # noqa: E731
+                rows = _tune_setting(task, args, grid, method, ops, model, y_val, x_val, log, cached)
                 best = max(rows, key=lambda r: r["psnr"])
                 recs = [r for r in recs if r["key"] != key] + [
                     {"key": key, "dataset": dataset, "setting": setting.key, "method": method, "split": split,
-                     "n_val": n_val, "steps": args.tune_steps, **r} for r in rows]
+                     **same, **{k: v for k, v in r.items() if k != "cached"}} for r in rows]
                 chosen[key] = {"params": best["params"], "val_psnr": best["psnr"], "val_ssim": best["ssim"],
                                "split": split, "n_val": n_val, "val_indices": val_idx, "steps": args.tune_steps,
                                "criterion": "max mean PSNR", "date": prov["date"], "commit": prov["commit"],
-                               **ckpt_info}
+                               "grid": args.grid, "grid_set": args.grid_set, **ckpt_info}
+        if args.skip_steps_study:
+            continue
         ref = next((s for s in task.settings if s.reference), task.settings[0])
         ops = Operators(ref, task, x_val)
         y_val = measure(task, ops, x_val, args.seed + 1)
@@ -538,7 +569,7 @@ def run_tuning(task: Task, args) -> dict:
             study = [s for s in study if not (s["dataset"] == dataset and s["method"] == method)] + rows
             top = max(r["psnr"] for r in rows)
             recommended[f"{dataset}|{method}"] = min(r["steps"] for r in rows if r["psnr"] >= top - STEPS_TOLERANCE_DB)
-    result = {"provenance": prov, "benchmark": task.name, "grid_name": args.grid,
+    result = {"provenance": prov, "benchmark": task.name, "grid_name": args.grid, "grid_set": args.grid_set,
               "grids": task.grids, "defaults": task.defaults, "criterion": "max mean PSNR on the val split",
               "steps_tolerance_db": STEPS_TOLERANCE_DB, "chosen": chosen, "recommended_steps": recommended,
               "steps_study": study, "records": recs}
@@ -569,6 +600,24 @@ def write_tuned_markdown(path: Path, result: dict) -> None:
     path.write_text(text)
 
 
+def _grid_value(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def with_grid_overrides(task: Task, grid_name: str, items: list) -> Task:
+    """A copy of the task whose grid `grid_name` has the KEY=V1,V2 entries replaced (numbers where they parse)."""
+    grid, known = dict(task.grids[grid_name]), set().union(*task.grids.values())  # any grid's keys
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or key not in known:
+            raise SystemExit(f"--grid-set {item!r}: expected KEY=V1,V2 with KEY one of {sorted(known)}")
+        grid[key] = [_grid_value(v) for v in values.split(",") if v]
+    return replace(task, grids={**task.grids, grid_name: grid})
+
+
 def main_for(task_factory, description: str, methods: tuple, argv=None, add_args=None, script=None):
     """Parse the command line, build the task and run the evaluation (or the tuning).
 
@@ -584,6 +633,8 @@ def main_for(task_factory, description: str, methods: tuple, argv=None, add_args
     try:
         task = task_factory(args)
         args.name = task.name
+        if args.grid_set:
+            task = with_grid_overrides(task, args.grid or ("tiny" if args.quick else "default"), args.grid_set)
         args.datasets = args.datasets or list(task.datasets)
         args = finish_args(args, methods)
         return run_tuning(task, args) if args.tune else run_benchmark(task, args)

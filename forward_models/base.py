@@ -157,6 +157,10 @@ class LinearForwardModel(ForwardModel):
         restrict(embed(y)) == y,        mask * embed(restrict(z)) == mask * z
     """
 
+    # The consistency step solve(method="projection") uses unless told otherwise: "transform"
+    # (T^-1 of the spliced transform, exact where T^-1 is) or "cg" (minimum-norm correction by CG).
+    default_consistency = "transform"
+
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} does not implement adjoint()")
 

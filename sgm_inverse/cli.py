@@ -261,8 +261,9 @@ def cmd_solve(args) -> int:
     print(f"{args.task}: {source.name} -> measurement {tuple(y.shape[1:])}; reconstructing with "
           f"{args.samples} sample(s), {args.steps} steps")
     try:
+        options = {k: getattr(args, k) for k in ("lam", "consistency", "zeta") if getattr(args, k) is not None}
         sol = solve(y.to(device), fm, model, method=args.method, steps=args.steps, n_samples=args.samples,
-                    seed=args.seed, progress=not args.quiet)
+                    snr=args.snr, seed=args.seed, progress=not args.quiet, **options)
     except ValueError as e:
         raise UserError(str(e)) from e
     _write_result(sol.mean.clamp(0, 1), args.output, source, affine)
@@ -355,8 +356,10 @@ def cmd_demo(args) -> int:
     t0 = time.time()
     images["FISTA-TV"] = fista_tv(ct, y, meta["fista_lambda"], n_iter=meta["fista_iterations"], progress=True)
     rows.append((f"FISTA-TV (lambda {meta['fista_lambda']:g}, tuned on val)", time.time() - t0))
-    print(f"demo: sampling the posterior with the score prior ({args.samples} samples, {args.steps} steps)")
-    sol = solve(y.to(_device(args.device)), ct, model, steps=args.steps, n_samples=args.samples, seed=0)
+    print(f"demo: sampling the posterior with the score prior ({args.samples} samples, {args.steps} steps, "
+          f"CG consistency step, snr {args.snr:g})")
+    sol = solve(y.to(_device(args.device)), ct, model, steps=args.steps, n_samples=args.samples, snr=args.snr,
+                seed=0)
     images[f"ours (mean of {args.samples})"] = sol.mean.clamp(0, 1).cpu()
     rows.append(("ours: score prior + projection", sol.seconds))
     print(f"\n{'method':44s} {'PSNR dB':>8s} {'SSIM':>6s} {'time s':>7s}")
@@ -379,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--views", type=int, default=23)
     d.add_argument("--steps", type=int, default=300, help="sampler steps")
     d.add_argument("--samples", type=int, default=4, help="posterior samples (their std is the uncertainty map)")
+    # snr 0.5: the best of the validation grid for 23 views with the CG consistency step
+    # (brain64, 100 steps; benchmarks/results/ct_sparse_view_tuned.json)
+    d.add_argument("--snr", type=float, default=0.5, help="Langevin corrector signal-to-noise ratio")
     d.add_argument("--device")
     d.add_argument("-o", "--output", default="demo.png")
     d.set_defaults(func=cmd_demo)
@@ -427,6 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--keep", type=float, default=0.3, help="inpaint --mask random: fraction of pixels kept")
     v.add_argument("--noise", type=float, default=0.0, help="measurement noise std")
     v.add_argument("--method", default="auto", choices=["auto", "projection", "dps", "bayes"])
+    v.add_argument("--snr", type=float, default=0.16, help="Langevin corrector signal-to-noise ratio")
+    v.add_argument("--lam", type=float, help="projection: weight of the measured data in [0, 1] (default 1)")
+    v.add_argument("--consistency", choices=["transform", "cg"],
+                   help="projection: Song et al.'s step in the transform domain or the CG minimum-norm step "
+                        "(default: transform where the forward model has one)")
+    v.add_argument("--zeta", type=float, help="dps: step size (default 1)")
     v.add_argument("--steps", type=int, default=500)
     v.add_argument("--samples", type=int, default=4, help="posterior samples (their std is the uncertainty map)")
     v.add_argument("--std", action="store_true", help="also write the pixelwise posterior std (OUTPUT_std)")

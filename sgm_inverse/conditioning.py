@@ -2,6 +2,7 @@
 
     Bayes       s(x_t, t) + grad_x log p_t(y | x_t)                        (exact for time-dependent models)
     Projection  x <- x + T^-1[ lam Lambda (y_t - T x) ],  y_t ~ p_t(y_t | y)  (Song, Shen, Xing, Ermon 2022)
+                or, with consistency="cg", x <- x + lam A^T (A A^T)^-1 (y_t - A x)  (needs only A, A^T)
     DPS         x <- x - zeta grad_{x_t} || y - A(x0_hat(x_t)) ||            (Chung et al. 2023)
 
 x is (N, C, H, W) with N = n_samples * B; y is repeated to the same leading size by solve().
@@ -14,6 +15,39 @@ from .samplers.hooks import Conditioner
 from .samplers.predictors import randn_like
 from .score import tweedie_denoise
 from .utils import append_dims
+
+
+def _real_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample Re<a, b> (B,): the inner product the adjoint of a real-image operator is taken in."""
+    return (a.conj() * b).real.flatten(1).sum(1) if a.is_complex() else (a * b).flatten(1).sum(1)
+
+
+def min_norm_correction(forward_model, r: torch.Tensor, n_iter: int = 20, rtol: float = 1e-6) -> torch.Tensor:
+    """The smallest image dx with A dx = r: dx = A^T v, A A^T v = r solved by batched CG from v = 0.
+
+    r: (B, *measurement_shape) in the range of A (y_t - A x is); returns dx (B, C, H, W). From v = 0,
+    CG stays in range(A A^T), so it converges to the minimum-norm solution even when A A^T is
+    singular (real images under MRI: k-space entries come in conjugate pairs). A sample stops
+    updating once its residual is below rtol * ||r||.
+    """
+    A, At = forward_model.forward, forward_model.adjoint
+    v = torch.zeros_like(r)
+    res, p = r, r
+    rs = _real_dot(res, res)
+    stop = rs * rtol ** 2
+    for _ in range(int(n_iter)):
+        active = rs > stop
+        if not bool(active.any()):
+            break
+        ap = A(At(p))
+        pap = _real_dot(p, ap)
+        alpha = torch.where(active & (pap > 0), rs / pap.clamp_min(1e-30), torch.zeros_like(rs))
+        v = v + append_dims(alpha, r.ndim) * p
+        res = res - append_dims(alpha, r.ndim) * ap
+        rs_new = _real_dot(res, res)
+        beta = torch.where(active, rs_new / rs.clamp_min(1e-30), torch.zeros_like(rs))
+        p, rs = res + append_dims(beta, r.ndim) * p, torch.where(active, rs_new, rs)
+    return At(v)
 
 
 class Bayes(Conditioner):
@@ -46,15 +80,34 @@ class Projection(Conditioner):
     x' = T^-1[lam Lambda y_t + (1 - lam) Lambda T x + (I - Lambda) T x], written as the correction
     x + T^-1[lam Lambda (y_t - T x)] so an inexact T^-1 (CT) only touches the correction.
     After the loop: the same with lam = 1 and the clean y.
+
+    consistency="cg" replaces the transform-domain step by the smallest correction that fits y_t,
+    x + lam A^T (A A^T)^-1 (y_t - A x) (`min_norm_correction`, `cg_iterations` CG steps). It needs
+    only forward and adjoint, so it serves operators without a decomposition, and it is an exact
+    projection where T^-1 is not: for sparse-view CT the transform-domain step with the FBP inverse
+    moves x only part of the way to the measured views in each step.
     """
 
-    def __init__(self, forward_model, y: torch.Tensor, sde, lam: float = 1.0):
+    CONSISTENCY = ("transform", "cg")
+
+    def __init__(self, forward_model, y: torch.Tensor, sde, lam: float = 1.0, consistency: str = "transform",
+                 cg_iterations: int = 20):
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"lam must be in [0, 1], got {lam}")
+        if consistency not in self.CONSISTENCY:
+            raise ValueError(f"consistency must be one of {self.CONSISTENCY}, got {consistency!r}")
+        if consistency == "transform" and not getattr(forward_model, "has_decomposition", False):
+            raise ValueError("consistency='transform' needs a linear forward model with a decomposition "
+                             "A = P(Lambda) T (transform / inverse_transform / mask); use consistency='cg'")
+        if int(cg_iterations) < 1:
+            raise ValueError(f"cg_iterations must be >= 1, got {cg_iterations}")
         self.forward_model, self.y, self.sde, self.lam = forward_model, y, sde, float(lam)
+        self.consistency, self.cg_iterations = consistency, int(cg_iterations)
 
     def _consistency(self, x, y_t, lam):
         fm = self.forward_model
+        if self.consistency == "cg":
+            return x + lam * min_norm_correction(fm, y_t - fm(x), self.cg_iterations)
         tx = fm.transform(x)
         return x + fm.inverse_transform(lam * fm.mask * (fm.embed(y_t) - tx))
 

@@ -65,8 +65,11 @@ def solve(measurement, forward_model, score_model, *, method: str = "auto", samp
 
     measurement: (B, *measurement_shape) or one unbatched measurement; forward_model: a
     `forward_models.ForwardModel`; score_model: anything with `.sde` and `__call__(x, t)`.
-    method: "bayes" | "projection" | "dps" | "auto"; method_options: `lam` (projection),
-    `zeta` (dps), `predictor` / `corrector` (override the sampler's pair).
+    method: "bayes" | "projection" | "dps" | "auto"; method_options: `lam`, `consistency`
+    ("transform": Song et al.'s step in the transform domain; "cg": the minimum-norm correction by
+    CG, forward and adjoint only; default: the forward model's `default_consistency` where A =
+    P(Lambda) T exists, else "cg") and `cg_iterations`
+    (projection), `zeta` (dps), `predictor` / `corrector` (override the sampler's pair).
     All B measurements and n_samples samples of each run in one batch of n_samples * B.
     """
     if method not in METHODS:
@@ -78,7 +81,7 @@ def solve(measurement, forward_model, score_model, *, method: str = "auto", samp
     predictor, corrector = SAMPLERS[sampler]
     predictor = method_options.pop("predictor", predictor)
     corrector = method_options.pop("corrector", corrector)
-    options = {"projection": ("lam",), "dps": ("zeta",), "bayes": ()}
+    options = {"projection": ("lam", "consistency", "cg_iterations"), "dps": ("zeta",), "bayes": ()}
     method = pick_method(forward_model) if method == "auto" else method
     unknown = set(method_options) - set(options[method])
     if unknown:
@@ -98,9 +101,12 @@ def solve(measurement, forward_model, score_model, *, method: str = "auto", samp
         y = y.float()
     batch = y.shape[0]
     y_rep = y.repeat(n_samples, *([1] * (y.ndim - 1)))   # sample-major: row k * B + b
-    if method == "projection" and not getattr(forward_model, "has_decomposition", False):
-        raise ValueError("method 'projection' needs a linear forward model with a decomposition A = P(Lambda) T "
-                         "(transform / inverse_transform / mask); use method='dps'")
+    if method == "projection" and not hasattr(forward_model, "adjoint"):
+        raise ValueError("method 'projection' needs a linear forward model (forward and adjoint); use method='dps'")
+    if method == "projection" and "consistency" not in method_options:
+        # the transform-domain step where A = P(Lambda) T exists, else the CG step (forward + adjoint only)
+        method_options["consistency"] = (getattr(forward_model, "default_consistency", "transform")
+                                         if getattr(forward_model, "has_decomposition", False) else "cg")
 
     if seed is None:
         seed = int(torch.randint(0, 2 ** 62, (1,)))
@@ -108,7 +114,9 @@ def solve(measurement, forward_model, score_model, *, method: str = "auto", samp
     if method == "bayes":
         conditioner = Bayes(forward_model, y_rep)
     elif method == "projection":
-        conditioner = Projection(forward_model, y_rep, score_model.sde, lam=method_options.get("lam", 1.0))
+        conditioner = Projection(forward_model, y_rep, score_model.sde, lam=method_options.get("lam", 1.0),
+                                 consistency=method_options["consistency"],
+                                 cg_iterations=method_options.get("cg_iterations", 20))
     else:
         conditioner = DPS(forward_model, y_rep, score_model, zeta=method_options.get("zeta", 1.0))
 

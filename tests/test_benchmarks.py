@@ -188,3 +188,34 @@ def test_mri_benchmark_quick(checkpoint, tmp_path, spy_tuning):
         assert r["task"] == "mri" and r["mask"] in ("equispaced", "gaussian1d")
         if r["method"] == "fista_tv":
             assert r["tuning_split"] == "val"
+
+
+def test_tuning_reuses_measured_points_and_searches_the_cg_step(checkpoint, tmp_path, spy_tuning):
+    """--grid-set replaces grid entries; the CG consistency step is searched over its snr list; a second
+    --tune under the same conditions runs nothing again, and a changed condition (n_val) runs all."""
+    base = tiny_args(checkpoint, tmp_path) + ["--datasets", "brain", "--views", "4", "--fan-views", "--noise", "0",
+                                              "--methods", "projection", "--skip-steps-study"]
+    grid = ["--tune", "--grid-set", "snr=0.16", "--grid-set", "lam=1", "--grid-set", "inverse_method=",
+            "--grid-set", "consistency=transform,cg"]
+    with pytest.raises(SystemExit, match="KEY=V1,V2"):
+        ct_sparse_view.main(base + grid + ["--grid-set", "nonsense=1"])
+    # the tiny grid has no consistency_snr, so the CG step is searched over snr itself
+    tuned = ct_sparse_view.main(base + grid)
+    params = [r["params"] for r in tuned["records"]]
+    assert params == [{"snr": 0.16, "lam": 1.0, "inverse_method": "fbp"},
+                      {"snr": 0.16, "lam": 1.0, "inverse_method": "fbp", "consistency": "cg"}]
+    assert len(spy_tuning["score"]) == 2 and tuned["steps_study"] == []
+    chosen = tuned["chosen"]["brain|parallel-4v-noise0|projection"]
+    assert chosen["grid_set"] == grid[2::2] and chosen["params"] in params
+    assert all(r["n_samples"] == 2 and r["checkpoint_step"] is None for r in tuned["records"])
+
+    again = ct_sparse_view.main(base + grid)
+    assert len(spy_tuning["score"]) == 2                                 # all cached
+    assert [r["psnr"] for r in again["records"]] == [r["psnr"] for r in tuned["records"]]
+    ct_sparse_view.main(base + grid + ["--n-val", "1"])
+    assert len(spy_tuning["score"]) == 4                                 # other conditions: measured again
+
+    # the evaluation passes the chosen consistency step to solve()
+    records = ct_sparse_view.main(base[:-1] + ["--tuned", str(tmp_path / "ct_sparse_view_tuned.json")])
+    (ours,) = [r for r in records if r["method"] == "projection"]
+    assert ours["tuned"] and ours.get("consistency", "transform") == chosen["params"].get("consistency", "transform")

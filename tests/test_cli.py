@@ -101,6 +101,15 @@ def test_solve_user_errors(tiny_ct_model, tmp_path):
     r = run("solve", "ct", str(big), "-o", str(tmp_path / "ok.npy"), "--checkpoint", str(tiny_ct_model),
             "--resize", "--steps", "2", "--samples", "1", "--quiet")
     assert r.returncode == 0, r.stderr
+    small = tmp_path / "small.npy"
+    np.save(small, np.zeros((16, 16), np.float32))
+    r = run("solve", "ct", str(small), "-o", str(tmp_path / "z.npy"), "--checkpoint", str(tiny_ct_model),
+            "--method", "projection", "--zeta", "1", "--steps", "2", "--quiet")
+    assert r.returncode != 0 and "unknown option(s) ['zeta']" in r.stderr and "Traceback" not in r.stderr
+    r = run("solve", "ct", str(small), "-o", str(tmp_path / "cg.npy"), "--checkpoint", str(tiny_ct_model),
+            "--method", "projection", "--consistency", "cg", "--lam", "1", "--snr", "0.2", "--steps", "2",
+            "--samples", "1", "--quiet")
+    assert r.returncode == 0, r.stderr
 
 
 def test_solve_dicom_round_trip_keeps_identifiers_and_hu(tiny_ct_model, tmp_path):

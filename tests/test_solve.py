@@ -167,7 +167,7 @@ class MatrixOperator(LinearForwardModel):
         return (self.M.shape[0],)
 
 
-def test_user_operator_with_only_forward_and_adjoint_uses_dps():
+def test_user_operator_with_only_forward_and_adjoint_uses_dps_or_cg_projection():
     g = torch.Generator().manual_seed(0)
     fm = MatrixOperator(torch.randn(40, 64, generator=g) / 8, (1, 8, 8))
     prior = smooth_prior((1, 8, 8), VESDE(0.01, 5.0))
@@ -176,8 +176,49 @@ def test_user_operator_with_only_forward_and_adjoint_uses_dps():
     sol = solve(y, fm, prior, steps=100, corrector_steps=0, zeta=0.1, seed=0, progress=False)
     assert sol.settings["method"] == "dps"
     assert (sol.residual / y.norm()).max() < DPS_BOUND
+    # projection falls back to the CG consistency step, which fits the data to CG accuracy
+    sol = solve(y, fm, prior, method="projection", steps=50, seed=0, progress=False)
+    assert sol.settings["consistency"] == "cg"
+    assert (sol.residual / y.norm()).max() < 1e-4
     with pytest.raises(ValueError, match="decomposition"):
-        solve(y, fm, prior, method="projection", steps=2, progress=False)
+        solve(y, fm, prior, method="projection", consistency="transform", steps=2, progress=False)
+    with pytest.raises(ValueError, match="consistency must be one of"):
+        solve(y, fm, prior, method="projection", consistency="exact", steps=2, progress=False)
+
+
+def _dense(op, n_in):
+    """The matrix of a real-image operator, column by column (brute force)."""
+    eye = torch.eye(n_in, dtype=torch.float64).reshape(n_in, *op.image_shape)
+    return op(eye).reshape(n_in, -1).T
+
+
+@pytest.mark.parametrize("name", ["matrix", "ct"])
+def test_min_norm_correction_is_the_pseudo_inverse(name):
+    from sgm_inverse.conditioning import min_norm_correction
+    g = torch.Generator().manual_seed(0)
+    if name == "matrix":
+        op, n_iter, tol = MatrixOperator(torch.randn(40, 64, generator=g, dtype=torch.float64) / 8, (1, 8, 8)), 80, 1e-6
+    else:
+        op, n_iter, tol = SparseViewCT(8, n_views=4).double(), 200, 1e-4
+    M = _dense(op, 64)
+    x = torch.rand(3, 1, 8, 8, generator=g, dtype=torch.float64)
+    r = op(x)                                          # in the range of A, as y_t - A x is
+    dx = min_norm_correction(op, r, n_iter, rtol=1e-12)
+    ref = (torch.linalg.pinv(M) @ r.flatten(1).T).T.reshape_as(dx)   # smallest dx with A dx = r
+    assert (dx - ref).norm() / ref.norm() < tol
+
+
+def test_cg_consistency_is_exact_for_real_images_under_mri():
+    """The transform-domain step takes Re() after replacing k-space (residual ~1e-2, see above); CG is exact."""
+    fm = UndersampledMRI(16, acceleration=4, center_fraction=0.125)
+    prior = smooth_prior((1, 16, 16), VESDE(0.01, 5.0))
+    g = torch.Generator().manual_seed(0)
+    x_true = (0.5 + 0.15 * torch.randn(2, 1, 16, 16, generator=g)).clamp(0, 1)
+    y = fm(x_true)
+    ynorm = y.abs().flatten(1).norm(dim=1)
+    rel = {c: (solve(y, fm, prior, method="projection", consistency=c, steps=50, seed=0,
+                     progress=False).residual[0] / ynorm).max().item() for c in ("transform", "cg")}
+    assert rel["cg"] < 1e-5 < 1e-3 < rel["transform"], rel
 
 
 def test_shapes_seed_and_numpy_input():

@@ -1,0 +1,68 @@
+"""benchmarks/reconstruction_summary.py: merging runs and judging the goals from the numbers."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
+
+import reconstruction_summary as rs  # noqa: E402
+
+
+def rec(task, dataset, setting, method, psnr, ssim, idx=(0, 1), **fields):
+    return {"task": task, "dataset": dataset, "setting": setting, "method": method, "psnr_mean": psnr,
+            "psnr_std": 0.5, "ssim_mean": ssim, "ssim_std": 0.01, "seconds_per_image": 1.0, "n_images": len(idx),
+            "noise_std": 0.0, "test_indices": list(idx), "steps": 100, "n_samples": 2, **fields}
+
+
+def write(path, records):
+    path.write_text(json.dumps({"provenance": {"command": "x", "commit": "c", "device": "cpu", "date": "d"},
+                                "records": records}))
+    return path
+
+
+def ct(views, method, psnr, ssim, dataset="brain", **kw):
+    return rec("ct", dataset, f"parallel-{views}v-noise0", method, psnr, ssim, geometry="parallel", views=views, **kw)
+
+
+def test_goals_use_the_best_score_method_and_fista_of_the_right_setting(tmp_path):
+    a = write(tmp_path / "a.json", [ct(8, "fista_tv", 27.0, 0.89), ct(8, "projection", 29.0, 0.93),
+                                    ct(4, "fista_tv", 20.0, 0.60), ct(4, "projection", 27.5, 0.90)])
+    b = write(tmp_path / "b.json", [ct(8, "fista_tv", 27.0, 0.89), ct(8, "dps", 30.5, 0.925)])
+    rows, _ = rs.load([a, b])
+    assert len(rows) == 5  # the repeated FISTA-TV row is kept once
+    goals = {g["goal"]: g for g in rs.goals(rows)}
+    g8 = goals["brain CT 8 views: >= +3 dB, >= +0.03 SSIM"]
+    assert g8["ours"].startswith("dps 30.50") and g8["dPSNR"] == "+3.50" and g8["dSSIM"] == "+0.035"
+    assert g8["verdict"] == "met"
+    # 4 views against FISTA-TV at 8 views: 27.5 >= 27.0
+    assert goals["brain CT: ours at 4 views >= FISTA-TV at 8 views"]["verdict"] == "met"
+    assert goals["brain CT 6 views: >= +3 dB, >= +0.03 SSIM"]["verdict"] == "not run"
+    assert goals["brain MRI 8x: >= +3 dB, >= +0.05 SSIM"]["verdict"] == "not run"
+
+
+def test_a_goal_needs_both_psnr_and_ssim(tmp_path):
+    a = write(tmp_path / "a.json", [ct(8, "fista_tv", 27.0, 0.89), ct(8, "projection", 31.0, 0.91)])
+    rows, _ = rs.load([a])
+    g8 = next(g for g in rs.goals(rows) if g["goal"].startswith("brain CT 8 views"))
+    assert g8["verdict"] == "MISSED"  # +4 dB but only +0.02 SSIM
+
+
+def test_the_same_key_on_different_test_images_is_an_error(tmp_path):
+    a = write(tmp_path / "a.json", [ct(8, "fista_tv", 27.0, 0.89, idx=(0, 1))])
+    b = write(tmp_path / "b.json", [ct(8, "fista_tv", 26.0, 0.88, idx=(2, 3))])
+    with pytest.raises(SystemExit, match="different test images"):
+        rs.load([a, b])
+
+
+def test_main_writes_the_table(tmp_path):
+    a = write(tmp_path / "a.json", [ct(8, "fbp", 19.0, 0.46), ct(8, "fista_tv", 27.0, 0.89)])
+    out = rs.main([str(a), "-o", str(tmp_path / "r.md")])
+    text = out.read_text()
+    assert "| ct | brain | parallel 8 views | 0% | fista_tv | 27.00 ± 0.50 |" in text
+    assert text.index("| fbp |") < text.index("| fista_tv |")
