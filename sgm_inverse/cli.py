@@ -437,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--lam", type=float, help="projection: weight of the measured data in [0, 1] (default 1)")
     v.add_argument("--consistency", choices=["transform", "cg"],
                    help="projection: Song et al.'s step in the transform domain or the CG minimum-norm step "
-                        "(default: transform where the forward model has one)")
+                        "(default: the forward model's, cg for ct and mri, transform for inpaint and colorize)")
     v.add_argument("--zeta", type=float, help="dps: step size (default 1)")
     v.add_argument("--steps", type=int, default=500)
     v.add_argument("--samples", type=int, default=4, help="posterior samples (their std is the uncertainty map)")
