@@ -633,10 +633,10 @@ def main_for(task_factory, description: str, methods: tuple, argv=None, add_args
     try:
         task = task_factory(args)
         args.name = task.name
-        if args.grid_set:
-            task = with_grid_overrides(task, args.grid or ("tiny" if args.quick else "default"), args.grid_set)
         args.datasets = args.datasets or list(task.datasets)
         args = finish_args(args, methods)
+        if args.grid_set:
+            task = with_grid_overrides(task, args.grid, args.grid_set)
         return run_tuning(task, args) if args.tune else run_benchmark(task, args)
     finally:
         sys.argv = saved

@@ -19,12 +19,41 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ForwardModel", "LinearForwardModel", "append_dims"]
+__all__ = ["ForwardModel", "LinearForwardModel", "append_dims", "batched_cg", "real_dot"]
 
 
 def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
     """Append trailing singleton dims to a per-sample tensor ``v`` (B,) -> (B, 1, ..., 1)."""
     return v.reshape(v.shape + (1,) * (ndim - v.ndim))
+
+
+def real_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample Re<a, b> (B,): the inner product the adjoints of real-image operators are taken in."""
+    return (a.conj() * b).real.flatten(1).sum(1) if a.is_complex() else (a * b).flatten(1).sum(1)
+
+
+def batched_cg(apply, b: torch.Tensor, x0: torch.Tensor | None = None, n_iter: int = 20,
+               rtol: float = 0.0) -> torch.Tensor:
+    """Conjugate gradients on apply(x) = b for each sample of a batch; apply is self-adjoint and
+    positive semi-definite in Re<.,.>. From x0 (default 0); a sample stops updating once its
+    residual is at most rtol * its initial residual (rtol = 0: only when it is exactly 0)."""
+    x = torch.zeros_like(b) if x0 is None else x0
+    r = b if x0 is None else b - apply(x0)
+    p, rs = r, real_dot(r, r)
+    stop = rs * rtol ** 2
+    for _ in range(int(n_iter)):
+        active = rs > stop
+        if not bool(active.any()):
+            break
+        ap = apply(p)
+        pap = real_dot(p, ap)
+        alpha = torch.where(active & (pap > 0), rs / pap.clamp_min(1e-30), torch.zeros_like(rs))
+        x = x + append_dims(alpha, x.ndim) * p
+        r = r - append_dims(alpha, x.ndim) * ap
+        rs_new = real_dot(r, r)
+        beta = torch.where(active, rs_new / rs.clamp_min(1e-30), torch.zeros_like(rs))
+        p, rs = r + append_dims(beta, x.ndim) * p, torch.where(active, rs_new, rs)
+    return x
 
 
 def _as_tensor(y) -> torch.Tensor:
@@ -157,9 +186,12 @@ class LinearForwardModel(ForwardModel):
         restrict(embed(y)) == y,        mask * embed(restrict(z)) == mask * z
     """
 
-    # The consistency step solve(method="projection") uses unless told otherwise: "transform"
-    # (T^-1 of the spliced transform, exact where T^-1 is) or "cg" (minimum-norm correction by CG).
-    default_consistency = "transform"
+    @property
+    def default_consistency(self) -> str:
+        """The consistency step solve(method="projection") uses unless told otherwise: "transform"
+        (T^-1 of the spliced transform, exact where T^-1 is) where A = P(Lambda) T exists, else "cg"
+        (minimum-norm correction by CG, forward and adjoint only)."""
+        return "transform" if self.has_decomposition else "cg"
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} does not implement adjoint()")

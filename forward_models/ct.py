@@ -47,7 +47,7 @@ import numpy as np
 import scipy.sparse
 import torch
 
-from .base import LinearForwardModel, append_dims
+from .base import LinearForwardModel, batched_cg
 
 __all__ = ["SparseViewCT"]
 
@@ -253,25 +253,9 @@ def fbp_prepare(geom: CTGeometry, w: torch.Tensor):
     return torch.from_numpy(weight[None]).float(), _to_torch_csr(wb.T.tocsr()), _to_torch_csr(wb), step
 
 
-def _dot(a, b):
-    return (a * b).flatten(1).sum(1)
-
-
 def cg_normal(proj, z, x0, n_iter: int):
     """Batched CG on W^T W x = W^T z from x0 (the least-squares pseudo-inverse of W)."""
-    x = x0
-    r = proj.adjoint(z) - proj.adjoint(proj(x))
-    p, rs = r, _dot(r, r)
-    for _ in range(n_iter):
-        ap = proj.adjoint(proj(p))
-        pap = _dot(p, ap)
-        alpha = torch.where(pap > 0, rs / pap.clamp_min(1e-30), torch.zeros_like(rs))
-        x = x + append_dims(alpha, x.ndim) * p
-        r = r - append_dims(alpha, x.ndim) * ap
-        rs_new = _dot(r, r)
-        beta = torch.where(rs > 0, rs_new / rs.clamp_min(1e-30), torch.zeros_like(rs))
-        p, rs = r + append_dims(beta, x.ndim) * p, rs_new
-    return x
+    return batched_cg(lambda x: proj.adjoint(proj(x)), proj.adjoint(z), x0, n_iter)
 
 
 class SparseViewCT(LinearForwardModel):
@@ -281,7 +265,7 @@ class SparseViewCT(LinearForwardModel):
     # minimum-norm step fits them. Validation slab of brain, brain64, 100 steps, 4 images:
     # +3.1 / +3.0 / +2.9 / +2.0 dB PSNR at 4 / 6 / 8 / 23 views, each step at its best snr
     # (benchmarks/results/ct_sparse_view_tuned.json).
-    default_consistency = "cg"
+    default_consistency = "cg"   # a plain attribute overrides the base property
 
     def __init__(self, image_size: int, n_views: int, *, geometry: str = "parallel",
                  angular_range: float = math.pi, n_detectors: int | None = None,

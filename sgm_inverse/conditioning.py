@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import torch
 
+from forward_models.base import batched_cg
+
 from .samplers.hooks import Conditioner
 from .samplers.predictors import randn_like
 from .score import tweedie_denoise
 from .utils import append_dims
-
-
-def _real_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-sample Re<a, b> (B,): the inner product the adjoint of a real-image operator is taken in."""
-    return (a.conj() * b).real.flatten(1).sum(1) if a.is_complex() else (a * b).flatten(1).sum(1)
 
 
 def min_norm_correction(forward_model, r: torch.Tensor, n_iter: int = 20, rtol: float = 1e-6) -> torch.Tensor:
@@ -31,23 +28,7 @@ def min_norm_correction(forward_model, r: torch.Tensor, n_iter: int = 20, rtol: 
     updating once its residual is below rtol * ||r||.
     """
     A, At = forward_model.forward, forward_model.adjoint
-    v = torch.zeros_like(r)
-    res, p = r, r
-    rs = _real_dot(res, res)
-    stop = rs * rtol ** 2
-    for _ in range(int(n_iter)):
-        active = rs > stop
-        if not bool(active.any()):
-            break
-        ap = A(At(p))
-        pap = _real_dot(p, ap)
-        alpha = torch.where(active & (pap > 0), rs / pap.clamp_min(1e-30), torch.zeros_like(rs))
-        v = v + append_dims(alpha, r.ndim) * p
-        res = res - append_dims(alpha, r.ndim) * ap
-        rs_new = _real_dot(res, res)
-        beta = torch.where(active, rs_new / rs.clamp_min(1e-30), torch.zeros_like(rs))
-        p, rs = res + append_dims(beta, r.ndim) * p, torch.where(active, rs_new, rs)
-    return At(v)
+    return At(batched_cg(lambda v: A(At(v)), r, n_iter=n_iter, rtol=rtol))
 
 
 class Bayes(Conditioner):

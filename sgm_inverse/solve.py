@@ -67,8 +67,8 @@ def solve(measurement, forward_model, score_model, *, method: str = "auto", samp
     `forward_models.ForwardModel`; score_model: anything with `.sde` and `__call__(x, t)`.
     method: "bayes" | "projection" | "dps" | "auto"; method_options: `lam`, `consistency`
     ("transform": Song et al.'s step in the transform domain; "cg": the minimum-norm correction by
-    CG, forward and adjoint only; default: the forward model's `default_consistency` where A =
-    P(Lambda) T exists, else "cg") and `cg_iterations`
+    CG, forward and adjoint only; default: the forward model's `default_consistency`) and
+    `cg_iterations`
     (projection), `zeta` (dps), `predictor` / `corrector` (override the sampler's pair).
     All B measurements and n_samples samples of each run in one batch of n_samples * B.
     """
@@ -104,9 +104,7 @@ def solve(measurement, forward_model, score_model, *, method: str = "auto", samp
     if method == "projection" and not hasattr(forward_model, "adjoint"):
         raise ValueError("method 'projection' needs a linear forward model (forward and adjoint); use method='dps'")
     if method == "projection" and "consistency" not in method_options:
-        # the transform-domain step where A = P(Lambda) T exists, else the CG step (forward + adjoint only)
-        method_options["consistency"] = (getattr(forward_model, "default_consistency", "transform")
-                                         if getattr(forward_model, "has_decomposition", False) else "cg")
+        method_options["consistency"] = forward_model.default_consistency
 
     if seed is None:
         seed = int(torch.randint(0, 2 ** 62, (1,)))
