@@ -265,8 +265,14 @@ def run_fista(op, y, x_val, y_val, args, grid, val_split):
 def run_score(method, ops: Operators, model, y, params: dict, args, steps: int):
     """solve() on the whole batch; params: snr + lam (+ inverse_method) or snr + zeta."""
     op = ops(**{k: params[k] for k in ("inverse_method",) if k in params})
-    extra = ({"lam": params["lam"], **{k: params[k] for k in ("consistency",) if k in params}}
-             if method == "projection" else {"zeta": params["zeta"]})
+    if method == "projection":  # resolved here so the record says which step ran
+        params = {**params, "consistency": params.get("consistency", op.default_consistency)}
+        if params["consistency"] == "cg" and op.noise_std > 0:
+            params.setdefault("noise_aware", True)
+        extra = {"lam": params["lam"], "consistency": params["consistency"],
+                 **{k: params[k] for k in ("noise_aware",) if k in params}}
+    else:
+        extra = {"zeta": params["zeta"]}
     sol = solve(y, op, model, method=method, steps=steps, snr=params["snr"], n_samples=args.n_samples,
                 seed=args.seed, progress=args.progress, **extra)
     return {"recon": sol.mean, "std": sol.std, "seconds": sol.seconds, "nfe": sol.nfe,
@@ -424,8 +430,9 @@ def table_rows(task, records) -> list:
         if r["method"] == "fista_tv":
             hyper.append(f"lam={r['lam']:.3g} (c={r['lam_over_L']:g}{', EDGE' if r['lam_at_grid_edge'] else ''})")
         if r["method"] == "projection":
-            inverse = " cg-consistency" if r.get("consistency") == "cg" else \
-                (f" {r['inverse_method']}" if "inverse_method" in r else "")
+            inverse = ((" cg-consistency" + (", noise-aware" if r.get("noise_aware") else "")
+                        if r.get("consistency") == "cg" else
+                       f" transform{', ' + r['inverse_method'] if 'inverse_method' in r else ''}"))
             hyper.append(f"snr={r['snr']:g} lam={r['lam']:g}{inverse}")
         if r["method"] == "dps":
             hyper.append(f"snr={r['snr']:g} zeta={r['zeta']:g}")
@@ -482,10 +489,14 @@ def _cache_key(key, params, steps, n_val, n_samples, seed, checkpoint, checkpoin
 
 
 def _tune_setting(task, args, grid, method, ops, model, y_val, x_val, log, cached=lambda params: None) -> list:
-    """Val runs over the grid: (snr x lam) or (snr x zeta); for projection then each
-    alternative inverse_method at the best (snr, lam), and each alternative consistency step at the
-    best lam over the snr grid. Rows {params, psnr, ssim, ...}; a point already
-    measured under the same conditions (`cached(params)` returns its row) is not run again."""
+    """Val runs over the grid: (snr x lam) or (snr x zeta). For projection the (snr x lam) grid
+    runs the forward model's default consistency step, then each other step of grid["consistency"]
+    over grid["consistency_snr"] at the best lam, then, if the transform-domain step is best, each
+    other inverse_method (CT's T^-1; the CG step has none). Every projection point names its
+    consistency step, so a row means the same thing whatever the model's default is.
+    A cg point on noisy data also names noise_aware (the damped step, solve()'s default).
+    Rows {params, psnr, ssim, ...}; a point already measured under the same conditions
+    (`cached(params)` returns its row) is not run again."""
 
     def run(params):
         row = cached(params)
@@ -497,22 +508,25 @@ def _tune_setting(task, args, grid, method, ops, model, y_val, x_val, log, cache
         log(row)
         return row
 
-    if method == "projection":
-        points = [{"snr": s, "lam": l} for s in grid["snr"] for l in grid["lam"]]
-    else:
+    if method != "projection":
         points = [{"snr": s, "zeta": z} for s in grid["dps_snr"] for z in grid["zeta"]]
-    rows = [run({**task.defaults[method], **point}) for point in points]
-    if method == "projection":
-        # then, at the best (snr, lam): each other T^-1 (CT), then the CG consistency step (no T^-1)
-        best = max(rows, key=lambda r: r["psnr"])["params"]
-        alternatives = [{"inverse_method": inv} for inv in grid.get("inverse_method", [])
-                        if inv != best.get("inverse_method")]
-        # a different consistency step changes how strongly each step pulls to the data, so snr is
-        # searched again for it (lam stays at the best)
-        alternatives += [{"consistency": c, "snr": s} for c in grid.get("consistency", [])
-                         if c != best.get("consistency", "transform")
-                         for s in grid.get("consistency_snr", grid["snr"])]
-        rows += [run({**best, **alt}) for alt in alternatives]
+        return [run({**task.defaults[method], **point}) for point in points]
+    # explicit, not left to solve(): rows measured under another default must not be mistaken for these
+    first = task.defaults[method].get("consistency", ops().default_consistency)
+    noisy = ops().noise_std > 0
+    step = lambda c: {"consistency": c, **({"noise_aware": True} if c == "cg" and noisy else {})}  # noqa: E731
+    best_of = lambda rows: max(rows, key=lambda r: r["psnr"])["params"]  # noqa: E731
+    rows = [run({**task.defaults[method], "snr": s, "lam": l, **step(first)})
+            for s in grid["snr"] for l in grid["lam"]]
+    # another consistency step pulls to the data with another strength, so snr is searched again
+    # for it (lam stays at the best)
+    best = best_of(rows)
+    rows += [run({**{k: v for k, v in best.items() if k != "noise_aware"}, **step(c), "snr": s})
+             for c in grid.get("consistency", []) if c != first for s in grid.get("consistency_snr", grid["snr"])]
+    best = best_of(rows)
+    if best["consistency"] == "transform":  # T^-1 only matters to the transform-domain step
+        rows += [run({**best, "inverse_method": inv}) for inv in grid.get("inverse_method", [])
+                 if inv != best.get("inverse_method")]
     return rows
 
 
@@ -544,14 +558,20 @@ def run_tuning(task: Task, args) -> dict:
                             checkpoint=ckpt_info["checkpoint"], checkpoint_step=ckpt_info["checkpoint_step"])
                 cached = lambda params: cache.get(_cache_key(key, params, **same))  # noqa: E731
                 rows = _tune_setting(task, args, grid, method, ops, model, y_val, x_val, log, cached)
-                best = max(rows, key=lambda r: r["psnr"])
-                recs = [r for r in recs if r["key"] != key] + [
-                    {"key": key, "dataset": dataset, "setting": setting.key, "method": method, "split": split,
-                     **same, **{k: v for k, v in r.items() if k != "cached"}} for r in rows]
+                # rows of earlier searches under the same conditions stay candidates (piecewise tuning);
+                # rows under other conditions (steps, images, checkpoint, ...) are dropped
+                measured = [json.dumps(r["params"], sort_keys=True) for r in rows]
+                earlier = [r for r in recs if r["key"] == key and json.dumps(r["params"], sort_keys=True) not in measured
+                           and cached(r["params"]) is r]
+                rows_now = [{"key": key, "dataset": dataset, "setting": setting.key, "method": method, "split": split,
+                             **same, **{k: v for k, v in r.items() if k != "cached"}} for r in rows]
+                recs = [r for r in recs if r["key"] != key] + earlier + rows_now
+                best = max(earlier + rows_now, key=lambda r: r["psnr"])
                 chosen[key] = {"params": best["params"], "val_psnr": best["psnr"], "val_ssim": best["ssim"],
                                "split": split, "n_val": n_val, "val_indices": val_idx, "steps": args.tune_steps,
                                "criterion": "max mean PSNR", "date": prov["date"], "commit": prov["commit"],
-                               "grid": args.grid, "grid_set": args.grid_set, **ckpt_info}
+                               "grid": args.grid, "grid_set": args.grid_set, "rows_compared": len(earlier + rows_now),
+                               **ckpt_info}
         if args.skip_steps_study:
             continue
         ref = next((s for s in task.settings if s.reference), task.settings[0])

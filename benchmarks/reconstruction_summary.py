@@ -4,7 +4,7 @@
 
 Each RUN.json is the output of ct_sparse_view.py or mri_undersampled.py (for example a main run with
 projection and a second one, written with --out elsewhere, with dps on fewer settings). Rows are keyed
-by (task, dataset, setting, method); a key seen twice must agree on the test images, else it is an error.
+by (task, dataset, setting, method, variant); a key seen twice must agree on the test images, else it is an error.
 The goals compare the best score-based method of a setting against validation-tuned FISTA-TV on the
 same test images; a goal whose settings were not run is reported as "not run", never as met.
 """
@@ -20,13 +20,20 @@ SCORE = ("projection", "dps")
 BASELINES = ("fbp", "zero_filled", "fista_tv")
 
 
+def variant(r: dict) -> str:
+    """What tells two rows of one method apart: the projection's exact cg fit of noisy data (runs from
+    before the noise-aware step, whose records carry no noise_aware) against the damped step."""
+    noisy_cg = r["method"] == "projection" and r.get("consistency") == "cg" and r["noise_std"] > 0
+    return "exact fit" if noisy_cg and not r.get("noise_aware") else ""
+
+
 def load(paths) -> tuple[dict, list]:
     rows, sources = {}, []
     for path in paths:
         doc = json.loads(Path(path).read_text())
         sources.append((str(path), doc["provenance"]))
         for r in doc["records"]:
-            key = (r["task"], r["dataset"], r["setting"], r["method"])
+            key = (r["task"], r["dataset"], r["setting"], r["method"], variant(r))
             if key in rows:
                 if rows[key]["test_indices"] != r["test_indices"]:
                     raise SystemExit(f"{key} appears in two runs with different test images")
@@ -92,7 +99,7 @@ def table(rows) -> list[dict]:
                 else f"{r['mask']} {r['acceleration']:g}x")
         steps = f"{r['steps']} x{r['n_samples']}" if r["method"] in SCORE else ""
         out.append({"task": r["task"], "dataset": r["dataset"], "setting": what, "noise": f"{100 * r['noise_std']:g}%",
-                    "method": r["method"], "PSNR (dB)": f"{r['psnr_mean']:.2f} ± {r['psnr_std']:.2f}",
+                    "method": r["method"] + (f" ({k[4]})" if k[4] else ""), "PSNR (dB)": f"{r['psnr_mean']:.2f} ± {r['psnr_std']:.2f}",
                     "SSIM": f"{r['ssim_mean']:.3f} ± {r['ssim_std']:.3f}", "steps x samples": steps,
                     "s / image": f"{r['seconds_per_image']:.3g}", "n": r["n_images"]})
     return out

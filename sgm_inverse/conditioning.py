@@ -19,16 +19,26 @@ from .score import tweedie_denoise
 from .utils import append_dims
 
 
-def min_norm_correction(forward_model, r: torch.Tensor, n_iter: int = 20, rtol: float = 1e-6) -> torch.Tensor:
+def min_norm_correction(forward_model, r: torch.Tensor, n_iter: int = 20, rtol: float = 1e-6,
+                        damping: torch.Tensor | float | None = None) -> torch.Tensor:
     """The smallest image dx with A dx = r: dx = A^T v, A A^T v = r solved by batched CG from v = 0.
 
     r: (B, *measurement_shape) in the range of A (y_t - A x is); returns dx (B, C, H, W). From v = 0,
     CG stays in range(A A^T), so it converges to the minimum-norm solution even when A A^T is
     singular (real images under MRI: k-space entries come in conjugate pairs). A sample stops
     updating once its residual is below rtol * ||r||.
+
+    damping mu (float or (B,)): dx = A^T (A A^T + mu I)^-1 r instead, the posterior-mean update of
+    dx ~ N(0, c I) given r = A dx + e, e ~ N(0, mu c I): it fits the singular directions of A with
+    singular value s by the factor s^2 / (s^2 + mu) instead of fitting the noise in r exactly.
     """
     A, At = forward_model.forward, forward_model.adjoint
-    return At(batched_cg(lambda v: A(At(v)), r, n_iter=n_iter, rtol=rtol))
+    if damping is None:
+        normal = lambda v: A(At(v))  # noqa: E731
+    else:
+        mu = append_dims(torch.as_tensor(damping, dtype=r.real.dtype, device=r.device), r.ndim)
+        normal = lambda v: A(At(v)) + mu * v  # noqa: E731
+    return At(batched_cg(normal, r, n_iter=n_iter, rtol=rtol))
 
 
 class Bayes(Conditioner):
@@ -67,12 +77,19 @@ class Projection(Conditioner):
     only forward and adjoint, so it serves operators without a decomposition, and it is an exact
     projection where T^-1 is not: for sparse-view CT the transform-domain step with the FBP inverse
     moves x only part of the way to the measured views in each step.
+
+    noise_aware (cg step, forward model with noise_std sigma_y > 0): an exact fit of y_t would fit the
+    measurement noise in it, so the correction is damped, x + lam A^T (A A^T + mu_t I)^-1 (y_t - A x)
+    with mu_t = (alpha(t) sigma_y / std(t))^2: the Gaussian posterior-mean update when x_t is off by
+    std(t) per pixel and y_t carries alpha(t) sigma_y of measurement noise. Early (std >> sigma_y) it
+    is the exact projection; late it fits only the directions A measures well (Wiener / Tikhonov).
+    The final step uses std(eps). With noise_std = 0 (or noise_aware=False) mu = 0: exact fits.
     """
 
     CONSISTENCY = ("transform", "cg")
 
     def __init__(self, forward_model, y: torch.Tensor, sde, lam: float = 1.0, consistency: str = "transform",
-                 cg_iterations: int = 20):
+                 cg_iterations: int = 20, noise_aware: bool = True):
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"lam must be in [0, 1], got {lam}")
         if consistency not in self.CONSISTENCY:
@@ -84,11 +101,18 @@ class Projection(Conditioner):
             raise ValueError(f"cg_iterations must be >= 1, got {cg_iterations}")
         self.forward_model, self.y, self.sde, self.lam = forward_model, y, sde, float(lam)
         self.consistency, self.cg_iterations = consistency, int(cg_iterations)
+        self.noise_std = float(getattr(forward_model, "noise_std", 0.0) or 0.0) if noise_aware else 0.0
 
-    def _consistency(self, x, y_t, lam):
+    def _damping(self, alpha, std):
+        """mu_t of the noise-aware cg step, or None for an exact fit (noiseless or transform step)."""
+        if self.consistency != "cg" or self.noise_std <= 0:
+            return None
+        return (alpha * self.noise_std / std.clamp_min(1e-12)) ** 2
+
+    def _consistency(self, x, y_t, lam, damping=None):
         fm = self.forward_model
         if self.consistency == "cg":
-            return x + lam * min_norm_correction(fm, y_t - fm(x), self.cg_iterations)
+            return x + lam * min_norm_correction(fm, y_t - fm(x), self.cg_iterations, damping=damping)
         tx = fm.transform(x)
         return x + fm.inverse_transform(lam * fm.mask * (fm.embed(y_t) - tx))
 
@@ -96,10 +120,12 @@ class Projection(Conditioner):
         alpha, std = self.sde.scale_std(t)
         noise = self.forward_model.forward(randn_like(x, generator))
         y_t = append_dims(alpha, self.y.ndim) * self.y + append_dims(std, self.y.ndim) * noise
-        return self._consistency(x, y_t, self.lam)
+        return self._consistency(x, y_t, self.lam, self._damping(alpha, std))
 
     def final(self, x, generator=None):
-        return self._consistency(x, self.y, 1.0)
+        t = torch.full((x.shape[0],), self.sde.eps, device=x.device)
+        alpha, std = self.sde.scale_std(t)
+        return self._consistency(x, self.y, 1.0, self._damping(alpha, std))
 
 
 class DPS(Conditioner):

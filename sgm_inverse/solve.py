@@ -67,9 +67,10 @@ def solve(measurement, forward_model, score_model, *, method: str = "auto", samp
     `forward_models.ForwardModel`; score_model: anything with `.sde` and `__call__(x, t)`.
     method: "bayes" | "projection" | "dps" | "auto"; method_options: `lam`, `consistency`
     ("transform": Song et al.'s step in the transform domain; "cg": the minimum-norm correction by
-    CG, forward and adjoint only; default: the forward model's `default_consistency`) and
-    `cg_iterations`
-    (projection), `zeta` (dps), `predictor` / `corrector` (override the sampler's pair).
+    CG, forward and adjoint only; default: the forward model's `default_consistency`),
+    `cg_iterations` and `noise_aware` (default True: with the cg step and forward_model.noise_std > 0
+    the correction is damped so it does not fit the noise, see `Projection`) (projection),
+    `zeta` (dps), `predictor` / `corrector` (override the sampler's pair).
     All B measurements and n_samples samples of each run in one batch of n_samples * B.
     """
     if method not in METHODS:
@@ -81,7 +82,7 @@ def solve(measurement, forward_model, score_model, *, method: str = "auto", samp
     predictor, corrector = SAMPLERS[sampler]
     predictor = method_options.pop("predictor", predictor)
     corrector = method_options.pop("corrector", corrector)
-    options = {"projection": ("lam", "consistency", "cg_iterations"), "dps": ("zeta",), "bayes": ()}
+    options = {"projection": ("lam", "consistency", "cg_iterations", "noise_aware"), "dps": ("zeta",), "bayes": ()}
     method = pick_method(forward_model) if method == "auto" else method
     unknown = set(method_options) - set(options[method])
     if unknown:
@@ -103,8 +104,9 @@ def solve(measurement, forward_model, score_model, *, method: str = "auto", samp
     y_rep = y.repeat(n_samples, *([1] * (y.ndim - 1)))   # sample-major: row k * B + b
     if method == "projection" and not hasattr(forward_model, "adjoint"):
         raise ValueError("method 'projection' needs a linear forward model (forward and adjoint); use method='dps'")
-    if method == "projection" and "consistency" not in method_options:
-        method_options["consistency"] = forward_model.default_consistency
+    if method == "projection":  # resolved, so sol.settings says what ran
+        method_options.setdefault("consistency", forward_model.default_consistency)
+        method_options.setdefault("noise_aware", True)
 
     if seed is None:
         seed = int(torch.randint(0, 2 ** 62, (1,)))
@@ -114,7 +116,8 @@ def solve(measurement, forward_model, score_model, *, method: str = "auto", samp
     elif method == "projection":
         conditioner = Projection(forward_model, y_rep, score_model.sde, lam=method_options.get("lam", 1.0),
                                  consistency=method_options["consistency"],
-                                 cg_iterations=method_options.get("cg_iterations", 20))
+                                 cg_iterations=method_options.get("cg_iterations", 20),
+                                 noise_aware=method_options["noise_aware"])
     else:
         conditioner = DPS(forward_model, y_rep, score_model, zeta=method_options.get("zeta", 1.0))
 

@@ -190,7 +190,7 @@ def test_mri_benchmark_quick(checkpoint, tmp_path, spy_tuning):
             assert r["tuning_split"] == "val"
 
 
-def test_tuning_reuses_measured_points_and_searches_the_cg_step(checkpoint, tmp_path, spy_tuning):
+def test_tuning_reuses_measured_points_and_searches_the_cg_step(checkpoint, tmp_path, spy_tuning, monkeypatch):
     """--grid-set replaces grid entries; the CG consistency step is searched over its snr list; a second
     --tune under the same conditions runs nothing again, and a changed condition (n_val) runs all."""
     base = tiny_args(checkpoint, tmp_path) + ["--datasets", "brain", "--views", "4", "--fan-views", "--noise", "0",
@@ -199,11 +199,19 @@ def test_tuning_reuses_measured_points_and_searches_the_cg_step(checkpoint, tmp_
             "--grid-set", "consistency=transform,cg"]
     with pytest.raises(SystemExit, match="KEY=V1,V2"):
         ct_sparse_view.main(base + grid + ["--grid-set", "nonsense=1"])
-    # the tiny grid has no consistency_snr, so the CG step is searched over snr itself
+    # what solve() is really asked to run (the grid must not rely on the forward model's default)
+    steps_run, real_solve = [], reconstruction.solve
+    def solve(*a, **k):
+        steps_run.append(k.get("consistency"))
+        return real_solve(*a, **k)
+    monkeypatch.setattr(reconstruction, "solve", solve)
+    # the grid runs SparseViewCT's default step (cg) first, then the transform-domain step over
+    # snr (the tiny grid has no consistency_snr); every row names its step
     tuned = ct_sparse_view.main(base + grid)
     params = [r["params"] for r in tuned["records"]]
-    assert params == [{"snr": 0.16, "lam": 1.0, "inverse_method": "fbp"},
-                      {"snr": 0.16, "lam": 1.0, "inverse_method": "fbp", "consistency": "cg"}]
+    assert params == [{"snr": 0.16, "lam": 1.0, "inverse_method": "fbp", "consistency": "cg"},
+                      {"snr": 0.16, "lam": 1.0, "inverse_method": "fbp", "consistency": "transform"}]
+    assert steps_run == ["cg", "transform"]
     assert len(spy_tuning["score"]) == 2 and tuned["steps_study"] == []
     chosen = tuned["chosen"]["brain|parallel-4v-noise0|projection"]
     assert chosen["grid_set"] == grid[2::2] and chosen["params"] in params
@@ -212,10 +220,19 @@ def test_tuning_reuses_measured_points_and_searches_the_cg_step(checkpoint, tmp_
     again = ct_sparse_view.main(base + grid)
     assert len(spy_tuning["score"]) == 2                                 # all cached
     assert [r["psnr"] for r in again["records"]] == [r["psnr"] for r in tuned["records"]]
+    # a second, different search keeps the first one's rows as candidates (piecewise tuning)
+    more = ct_sparse_view.main(base + ["--tune", "--grid-set", "snr=0.25", "--grid-set", "lam=1",
+                                       "--grid-set", "inverse_method=", "--grid-set", "consistency=cg"])
+    assert len(spy_tuning["score"]) == 3
+    rows = [r for r in more["records"] if r["key"] == "brain|parallel-4v-noise0|projection"]
+    assert [r["params"]["snr"] for r in rows] == [0.16, 0.16, 0.25]
+    top = more["chosen"]["brain|parallel-4v-noise0|projection"]
+    assert top["val_psnr"] == max(r["psnr"] for r in rows) and top["rows_compared"] == 3
     ct_sparse_view.main(base + grid + ["--n-val", "1"])
-    assert len(spy_tuning["score"]) == 4                                 # other conditions: measured again
+    assert len(spy_tuning["score"]) == 5                                 # other conditions: measured again
 
     # the evaluation passes the chosen consistency step to solve()
     records = ct_sparse_view.main(base[:-1] + ["--tuned", str(tmp_path / "ct_sparse_view_tuned.json")])
     (ours,) = [r for r in records if r["method"] == "projection"]
-    assert ours["tuned"] and ours.get("consistency", "transform") == chosen["params"].get("consistency", "transform")
+    assert ours["tuned"] and ours["consistency"] == chosen["params"]["consistency"]
+    assert steps_run[-1] == chosen["params"]["consistency"]

@@ -66,3 +66,14 @@ def test_main_writes_the_table(tmp_path):
     text = out.read_text()
     assert "| ct | brain | parallel 8 views | 0% | fista_tv | 27.00 ± 0.50 |" in text
     assert text.index("| fbp |") < text.index("| fista_tv |")
+
+
+def test_exact_fit_and_noise_aware_projection_rows_are_both_kept(tmp_path):
+    noisy = dict(geometry="parallel", views=8, noise_std=0.01, consistency="cg")
+    old = write(tmp_path / "old.json", [rec("ct", "brain", "parallel-8v-noise0.01", "projection", 21.6, 0.59, **noisy)])
+    new = write(tmp_path / "new.json", [rec("ct", "brain", "parallel-8v-noise0.01", "projection", 24.2, 0.80,
+                                            noise_aware=True, **noisy)])
+    rows, _ = rs.load([new, old])
+    assert sorted(k[4] for k in rows) == ["", "exact fit"]
+    labels = {r["method"]: r["PSNR (dB)"] for r in rs.table(rows)}
+    assert labels == {"projection": "24.20 ± 0.50", "projection (exact fit)": "21.60 ± 0.50"}
