@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from common import RESULTS, markdown_table
+from sgm_inverse.checkpoints import WEIGHTS_DIR
 
 COLUMNS = {"name": "checkpoint", "step": "step", "images seen": "images_seen", "hours": "training_hours",
            "final loss": "final_loss", "MB": "weights_mb", "n": "n_samples", "FD samples": "fd_samples",
@@ -22,11 +23,14 @@ def main(argv=None) -> Path:
     rows = []
     for path in sorted(args.results.glob("sample_quality_*.json")):
         for r in json.loads(path.read_text())["records"]:
-            rows.append({col: "" if r.get(key) is None else r[key] for col, key in COLUMNS.items()})
+            row = {col: "" if r.get(key) is None else r[key] for col, key in COLUMNS.items()}
+            # a measured training state that does not ship (yet) must not read as a shipped checkpoint
+            row["shipped"] = "yes" if (WEIGHTS_DIR / f"{r['checkpoint']}.safetensors").exists() else "no"
+            rows.append(row)
     out = args.results / "checkpoints.md"
     note = ("FD on fixed random features (sgm_inverse.sample_quality, seed 0); floor = held-out half vs half. "
             "Only rows with the same n are comparable.")
-    out.write_text(f"# Score-model checkpoints: sample quality\n\n{note}\n\n{markdown_table(rows, list(COLUMNS))}\n")
+    out.write_text(f"# Score-model checkpoints: sample quality\n\n{note}\n\n{markdown_table(rows, [*COLUMNS, 'shipped'])}\n")
     print(out.read_text())
     return out
 
