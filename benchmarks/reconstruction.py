@@ -265,16 +265,11 @@ def run_fista(op, y, x_val, y_val, args, grid, val_split):
 def run_score(method, ops: Operators, model, y, params: dict, args, steps: int):
     """solve() on the whole batch; params: snr + lam (+ inverse_method) or snr + zeta."""
     op = ops(**{k: params[k] for k in ("inverse_method",) if k in params})
-    if method == "projection":  # resolved here so the record says which step ran
-        params = {**params, "consistency": params.get("consistency", op.default_consistency)}
-        if params["consistency"] == "cg" and op.noise_std > 0:
-            params.setdefault("noise_aware", True)
-        extra = {"lam": params["lam"], "consistency": params["consistency"],
-                 **{k: params[k] for k in ("noise_aware",) if k in params}}
-    else:
-        extra = {"zeta": params["zeta"]}
+    names = ("lam", "consistency", "noise_aware") if method == "projection" else ("zeta",)
     sol = solve(y, op, model, method=method, steps=steps, snr=params["snr"], n_samples=args.n_samples,
-                seed=args.seed, progress=args.progress, **extra)
+                seed=args.seed, progress=args.progress, **{k: params[k] for k in names if k in params})
+    if method == "projection":  # the record says which step ran, as solve() resolved it
+        params = {**params, **{k: sol.settings[k] for k in ("consistency", "noise_aware")}}
     return {"recon": sol.mean, "std": sol.std, "seconds": sol.seconds, "nfe": sol.nfe,
             "hyper": {**params, "steps": steps, "n_samples": args.n_samples, "sampler": "pc",
                       "corrector_steps": 1, "nfe_total_per_image": sol.nfe * args.n_samples}}
@@ -430,7 +425,8 @@ def table_rows(task, records) -> list:
         if r["method"] == "fista_tv":
             hyper.append(f"lam={r['lam']:.3g} (c={r['lam_over_L']:g}{', EDGE' if r['lam_at_grid_edge'] else ''})")
         if r["method"] == "projection":
-            inverse = ((" cg-consistency" + (", noise-aware" if r.get("noise_aware") else "")
+            damped = r.get("noise_aware") and r["noise_std"] > 0   # the noise-aware step damps noisy data only
+            inverse = ((" cg-consistency" + (", noise-aware" if damped else "")
                         if r.get("consistency") == "cg" else
                        f" transform{', ' + r['inverse_method'] if 'inverse_method' in r else ''}"))
             hyper.append(f"snr={r['snr']:g} lam={r['lam']:g}{inverse}")
