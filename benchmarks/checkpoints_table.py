@@ -9,10 +9,11 @@ import json
 from pathlib import Path
 
 from common import RESULTS, markdown_table
+from sample_quality import sampler_of
 from sgm_inverse.checkpoints import WEIGHTS_DIR
 
 COLUMNS = {"name": "checkpoint", "step": "step", "images seen": "images_seen", "hours": "training_hours",
-           "final loss": "final_loss", "MB": "weights_mb", "n": "n_samples", "FD samples": "fd_samples",
+           "final loss": "final_loss", "MB": "weights_mb", "n": "n_samples", "sampler": None, "FD samples": "fd_samples",
            "floor": "fd_floor", "blurred": "fd_blurred", "train vs held-out": "fd_train"}
 
 
@@ -23,13 +24,16 @@ def main(argv=None) -> Path:
     rows = []
     for path in sorted(args.results.glob("sample_quality_*.json")):
         for r in json.loads(path.read_text())["records"]:
-            row = {col: "" if r.get(key) is None else r[key] for col, key in COLUMNS.items()}
+            row = {col: "" if key is None or r.get(key) is None else r[key] for col, key in COLUMNS.items()}
+            predictor, corrector, steps, _ = sampler_of(r)
+            row["sampler"] = f"{predictor}, {corrector}, {steps} steps"
             # a measured training state that does not ship (yet) must not read as a shipped checkpoint
             row["shipped"] = "yes" if (WEIGHTS_DIR / f"{r['checkpoint']}.safetensors").exists() else "no"
             rows.append(row)
     out = args.results / "checkpoints.md"
     note = ("FD on fixed random features (sgm_inverse.sample_quality, seed 0); floor = held-out half vs half. "
-            "Only rows with the same n are comparable.")
+            "Only rows with the same n and sampler are comparable; at 100 steps the reverse_diffusion predictor "
+            "adds too much noise per step (samples too bright and full), so its rows measure the sampler as much as the model.")
     out.write_text(f"# Score-model checkpoints: sample quality\n\n{note}\n\n{markdown_table(rows, [*COLUMNS, 'shipped'])}\n")
     print(out.read_text())
     return out

@@ -111,6 +111,9 @@ def base_parser(description: str) -> argparse.ArgumentParser:
                          "(an empty list: KEY=); repeatable, recorded in the tuned file")
     ap.add_argument("--skip-steps-study", action="store_true",
                     help="--tune: leave the steps study of the tuned file as it is")
+    ap.add_argument("--samples-study", nargs="+", type=int, default=None, metavar="K",
+                    help="--tune: also measure on val, at the reference setting, the posterior mean of the "
+                         "first K of max(K) samples (one run at --tune-steps), e.g. 1 2 4 8")
     ap.add_argument("--figure-rows", type=int, default=4)
     ap.add_argument("--no-progress", action="store_true")
     return ap
@@ -270,7 +273,7 @@ def run_score(method, ops: Operators, model, y, params: dict, args, steps: int):
                 seed=args.seed, progress=args.progress, **{k: params[k] for k in names if k in params})
     if method == "projection":  # the record says which step ran, as solve() resolved it
         params = {**params, **{k: sol.settings[k] for k in ("consistency", "noise_aware")}}
-    return {"recon": sol.mean, "std": sol.std, "seconds": sol.seconds, "nfe": sol.nfe,
+    return {"recon": sol.mean, "std": sol.std, "samples": sol.samples, "seconds": sol.seconds, "nfe": sol.nfe,
             "hyper": {**params, "steps": steps, "n_samples": args.n_samples, "sampler": "pc",
                       "corrector_steps": 1, "nfe_total_per_image": sol.nfe * args.n_samples}}
 
@@ -479,6 +482,22 @@ def _val_run(method, ops, model, y_val, x_val, params, args, steps):
             "seconds_per_image": out["seconds"] / x_val.shape[0], "nfe": out["nfe"]}
 
 
+def _samples_study(method, ops, model, y_val, x_val, params, args, ks) -> list:
+    """One val run with max(ks) posterior samples per image; PSNR / SSIM of the mean of the first K.
+    The samples are independent (one batch, one seed), so the first K are K samples like any others;
+    seconds_per_image is the run's time scaled by K / max(ks) (sampling cost is linear in K)."""
+    kmax = ks[-1]
+    out = run_score(method, ops, model, y_val, params, argparse.Namespace(**{**vars(args), "n_samples": kmax}),
+                    args.tune_steps)
+    rows = []
+    for k in ks:
+        xc = clamp01(out["samples"][:k].mean(0))
+        rows.append({"n_samples": k, "steps": args.tune_steps, "params": params, "n_val": int(x_val.shape[0]),
+                     "psnr": float(np.mean(metrics.psnr(xc, x_val))), "ssim": float(np.mean(metrics.ssim(xc, x_val))),
+                     "seconds_per_image": out["seconds"] / x_val.shape[0] * k / kmax, "nfe": out["nfe"] * k})
+    return rows
+
+
 def _cache_key(key, params, steps, n_val, n_samples, seed, checkpoint, checkpoint_step):
     """What a validation run depends on (the checkpoint by name and training step)."""
     return (key, json.dumps(params, sort_keys=True), steps, n_val, n_samples, seed, checkpoint, checkpoint_step)
@@ -535,6 +554,7 @@ def run_tuning(task: Task, args) -> dict:
         raise SystemExit("--tune tunes the score-based methods; --methods has none of " + ", ".join(SCORE_METHODS))
     tuned, prov = read_tuned(args.tuned), provenance(args.device)
     chosen, recs, study = tuned.get("chosen", {}), tuned.get("records", []), tuned.get("steps_study", [])
+    samples_study = tuned.get("samples_study", [])
     recommended = tuned.get("recommended_steps", {})
     cache = {_cache_key(r["key"], r["params"], r["steps"], r["n_val"], r.get("n_samples"), r.get("seed"),
                         r.get("checkpoint"), r.get("checkpoint_step")): r for r in recs}
@@ -585,10 +605,27 @@ def run_tuning(task: Task, args) -> dict:
             study = [s for s in study if not (s["dataset"] == dataset and s["method"] == method)] + rows
             top = max(r["psnr"] for r in rows)
             recommended[f"{dataset}|{method}"] = min(r["steps"] for r in rows if r["psnr"] >= top - STEPS_TOLERANCE_DB)
+    for dataset in args.datasets if args.samples_study else []:
+        model = models[dataset][0]
+        x_val, split, _ = load_images(dataset, "val", args.n_val, args.image_size)
+        x_val = x_val.to(args.device)
+        ref = next((s for s in task.settings if s.reference), task.settings[0])
+        ops = Operators(ref, task, x_val)
+        y_val = measure(task, ops, x_val, args.seed + 1)
+        for method in methods:
+            if tuned_key(dataset, ref, method) not in chosen:
+                raise SystemExit(f"--samples-study: {tuned_key(dataset, ref, method)} has no tuned setting yet")
+            rows = _samples_study(method, ops, model, y_val, x_val, chosen[tuned_key(dataset, ref, method)]["params"],
+                                  args, sorted(set(args.samples_study)))
+            rows = [{"dataset": dataset, "setting": ref.key, "method": method, "split": split, **r} for r in rows]
+            for r in rows:
+                tqdm.write(f"samples study {dataset} {ref.key} {method} K={r['n_samples']}: val PSNR {r['psnr']:.2f} "
+                           f"SSIM {r['ssim']:.3f}")
+            samples_study = [s for s in samples_study if not (s["dataset"] == dataset and s["method"] == method)] + rows
     result = {"provenance": prov, "benchmark": task.name, "grid_name": args.grid, "grid_set": args.grid_set,
               "grids": task.grids, "defaults": task.defaults, "criterion": "max mean PSNR on the val split",
               "steps_tolerance_db": STEPS_TOLERANCE_DB, "chosen": chosen, "recommended_steps": recommended,
-              "steps_study": study, "records": recs}
+              "steps_study": study, "samples_study": samples_study, "records": recs}
     path = Path(args.tuned)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
@@ -613,6 +650,10 @@ def write_tuned_markdown(path: Path, result: dict) -> None:
                                      "nfe", "split"])
             + f"\n\nRecommended steps (fewest within {result['steps_tolerance_db']} dB of the best): "
             + ", ".join(f"{k.replace('|', ' / ')}: {v}" for k, v in result["recommended_steps"].items()) + "\n")
+    if result.get("samples_study"):
+        text += ("\n## Posterior samples study (val): PSNR / SSIM of the mean of K samples\n\n"
+                 + markdown_table(result["samples_study"], ["dataset", "setting", "method", "n_samples", "steps",
+                                                            "psnr", "ssim", "seconds_per_image", "nfe", "split"]) + "\n")
     path.write_text(text)
 
 

@@ -3,10 +3,11 @@
 A forward model maps an image batch ``x`` of shape (B, C, H, W) to a measurement
 ``y`` of shape (B, *measurement_shape()) and scores how well ``x`` explains ``y``:
 
-    log p(y | x) = -||A x - y||^2 / (2 sigma^2) + const,    sigma = noise_std
+    log p(y | x) = -||A x - y||^2 / (2 v) + const,    v = noise_std^2 (real y), noise_std^2 / 2 (complex y)
 
-(``sigma = 1`` when ``noise_std == 0``: the likelihood is then the plain data
-residual, which keeps gradients finite for noiseless problems).
+v is the noise variance per real coordinate (complex noise has E|n|^2 = noise_std^2, split evenly
+between real and imaginary parts); ``v = 1`` when ``noise_std == 0``: the likelihood is then the plain
+data residual, which keeps gradients finite for noiseless problems.
 
 Linear models add the adjoint ``A^T`` and may expose the decomposition
 ``A = P(Lambda) T`` used by the projection solver of Song et al. (ICLR 2022):
@@ -105,17 +106,21 @@ class ForwardModel(nn.Module):
             raise ValueError(f"{type(self).__name__}: image has shape {tuple(x.shape)}; expected {want}")
 
     # ----- likelihood -----------------------------------------------------------------
-    def _sigma(self) -> float:
-        return self.noise_std if self.noise_std > 0 else 1.0
+    @property
+    def noise_variance(self) -> float:
+        """Variance of the measurement noise per real coordinate of y: noise_std^2, or noise_std^2 / 2
+        for complex y (E|n|^2 = noise_std^2 splits evenly between real and imaginary parts); 0 if noiseless."""
+        return self.noise_std ** 2 / (2.0 if self.measurement_dtype.is_complex else 1.0)
 
     def log_likelihood(self, x: torch.Tensor, y: torch.Tensor, t=None) -> torch.Tensor:
-        """log p(y | x) = -||A x - y||^2 / (2 sigma^2), summed over non-batch dims -> (B,).
+        """log p(y | x) = -||A x - y||^2 / (2 v), v = noise_variance (1 if noiseless), summed over
+        non-batch dims -> (B,). For complex y this is the circular complex Gaussian -||r||^2 / noise_std^2.
 
         ``t`` is ignored (the likelihood of a physical measurement is time-independent).
         """
         r = self(x) - y
         sq = (r.abs() ** 2 if r.is_complex() else r * r).flatten(1).sum(1)
-        return -sq / (2.0 * self._sigma() ** 2)
+        return -sq / (2.0 * (self.noise_variance if self.noise_std > 0 else 1.0))
 
     @property
     def measurement_support(self):
@@ -199,6 +204,12 @@ class LinearForwardModel(ForwardModel):
     @property
     def has_decomposition(self) -> bool:
         return type(self).transform is not LinearForwardModel.transform
+
+    @property
+    def normal_scale(self) -> float | None:
+        """c where T is orthonormal and A A^T = c I (the transform-domain step is then the exact
+        projection, and its noise-aware damping is c / (c + mu)); None otherwise."""
+        return None
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """z = T x, the invertible full measurement (B, *transform_shape)."""

@@ -51,6 +51,10 @@ class Grayscale(LinearForwardModel):
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         return (y / 3.0).repeat(1, 3, 1, 1)
 
+    @property
+    def normal_scale(self) -> float:
+        return 1.0 / 3.0  # A A^T y = y / 3 (T orthogonal, restrict scales by 1/sqrt(3))
+
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         return torch.einsum("ij,bjhw->bihw", colour_transform(x.dtype, x.device), x)
 

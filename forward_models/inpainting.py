@@ -59,6 +59,10 @@ class Inpainting(LinearForwardModel):
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
+    @property
+    def normal_scale(self) -> float:
+        return 1.0  # T = I, A A^T = I on the observed pixels
+
     def inverse_transform(self, z: torch.Tensor) -> torch.Tensor:
         return z
 

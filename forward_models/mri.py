@@ -142,6 +142,12 @@ class UndersampledMRI(LinearForwardModel):
         # (benchmarks/results/mri_undersampled_tuned.json).
         return "cg" if self.image_shape[0] == 1 else "transform"
 
+    @property
+    def normal_scale(self) -> float | None:
+        # complex images: F unitary, A A^H = I on the sampled entries; real images: Re() after F^H
+        # pairs k-space entries (A A^T is not c I and the transform step is not a projection)
+        return None if self.image_shape[0] == 1 else 1.0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.restrict(self.transform(x))
 

@@ -78,12 +78,17 @@ class Projection(Conditioner):
     projection where T^-1 is not: for sparse-view CT the transform-domain step with the FBP inverse
     moves x only part of the way to the measured views in each step.
 
-    noise_aware (cg step, forward model with noise_std sigma_y > 0): an exact fit of y_t would fit the
-    measurement noise in it, so the correction is damped, x + lam A^T (A A^T + mu_t I)^-1 (y_t - A x)
-    with mu_t = (alpha(t) sigma_y / std(t))^2: the Gaussian posterior-mean update when x_t is off by
-    std(t) per pixel and y_t carries alpha(t) sigma_y of measurement noise. Early (std >> sigma_y) it
-    is the exact projection; late it fits only the directions A measures well (Wiener / Tikhonov).
-    The final step uses std(eps). With noise_std = 0 (or noise_aware=False) mu = 0: exact fits.
+    noise_aware (forward model with noise_std > 0): an exact fit of y_t would fit the measurement
+    noise in it, so the correction is damped, x + lam A^T (A A^T + mu_t I)^-1 (y_t - A x) with
+    mu_t = alpha(t)^2 v / std(t)^2, v = forward_model.noise_variance (per real coordinate: sigma_y^2,
+    sigma_y^2 / 2 for complex y): the Gaussian posterior-mean update when x_t is off by std(t) per
+    pixel and y_t carries alpha(t) times the measurement noise. Early (std >> sigma_y) it is the exact
+    projection; late it fits only the directions A measures well (Wiener / Tikhonov). The final step
+    uses std(eps). The cg step damps by CG on A A^T + mu_t I. The transform step damps only where it
+    is itself the exact projection, i.e. T orthonormal with A A^T = c I (forward_model.normal_scale = c:
+    inpainting, grayscale, MRI of complex images); there (A A^T + mu I)^-1 = 1 / (c + mu), so the
+    spliced residual is scaled by c / (c + mu_t). Elsewhere (CT, MRI of real images) the transform step
+    stays an exact fit. With noise_std = 0 (or noise_aware=False) mu = 0: exact fits.
     """
 
     CONSISTENCY = ("transform", "cg")
@@ -101,20 +106,34 @@ class Projection(Conditioner):
             raise ValueError(f"cg_iterations must be >= 1, got {cg_iterations}")
         self.forward_model, self.y, self.sde, self.lam = forward_model, y, sde, float(lam)
         self.consistency, self.cg_iterations = consistency, int(cg_iterations)
-        self.noise_std = float(getattr(forward_model, "noise_std", 0.0) or 0.0) if noise_aware else 0.0
+        sigma = float(getattr(forward_model, "noise_std", 0.0) or 0.0)
+        # a model outside the ForwardModel hierarchy may lack noise_variance: take real measurements
+        variance = float(getattr(forward_model, "noise_variance", sigma ** 2)) if sigma > 0 else 0.0
+        self.noise_variance = variance if noise_aware else 0.0
+        # c of A A^T = c I with T orthonormal, where the transform step is the exact projection
+        self.normal_scale = getattr(forward_model, "normal_scale", None) if consistency == "transform" else None
+
+    @property
+    def damped(self) -> bool:
+        """Whether the consistency step is noise-aware (damped) rather than an exact fit."""
+        return self.noise_variance > 0 and (self.consistency == "cg" or self.normal_scale is not None)
 
     def _damping(self, alpha, std):
-        """mu_t of the noise-aware cg step, or None for an exact fit (noiseless or transform step)."""
-        if self.consistency != "cg" or self.noise_std <= 0:
+        """mu_t = alpha^2 v / std^2 (B,) of the noise-aware step, or None for an exact fit."""
+        if not self.damped:
             return None
-        return (alpha * self.noise_std / std.clamp_min(1e-12)) ** 2
+        return alpha ** 2 * self.noise_variance / std.clamp_min(1e-12) ** 2
 
     def _consistency(self, x, y_t, lam, damping=None):
         fm = self.forward_model
         if self.consistency == "cg":
             return x + lam * min_norm_correction(fm, y_t - fm(x), self.cg_iterations, damping=damping)
         tx = fm.transform(x)
-        return x + fm.inverse_transform(lam * fm.mask * (fm.embed(y_t) - tx))
+        gain = lam * fm.mask
+        if damping is not None:  # (A A^T + mu I)^-1 = 1 / (c + mu) on the measured entries
+            c = self.normal_scale
+            gain = gain * append_dims(c / (c + damping.to(tx.real.dtype)), tx.ndim)
+        return x + fm.inverse_transform(gain * (fm.embed(y_t) - tx))
 
     def before(self, x, t, generator=None):
         alpha, std = self.sde.scale_std(t)

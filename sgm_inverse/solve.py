@@ -68,8 +68,9 @@ def solve(measurement, forward_model, score_model, *, method: str = "auto", samp
     method: "bayes" | "projection" | "dps" | "auto"; method_options: `lam`, `consistency`
     ("transform": Song et al.'s step in the transform domain; "cg": the minimum-norm correction by
     CG, forward and adjoint only; default: the forward model's `default_consistency`),
-    `cg_iterations` and `noise_aware` (default True: with the cg step and forward_model.noise_std > 0
-    the correction is damped so it does not fit the noise, see `Projection`) (projection),
+    `cg_iterations` and `noise_aware` (default True: with forward_model.noise_std > 0 the cg step, and
+    the transform step where it is an exact projection, are damped so they do not fit the noise, see
+    `Projection`) (projection),
     `zeta` (dps), `predictor` / `corrector` (override the sampler's pair).
     All B measurements and n_samples samples of each run in one batch of n_samples * B.
     """

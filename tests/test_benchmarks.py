@@ -236,3 +236,31 @@ def test_tuning_reuses_measured_points_and_searches_the_cg_step(checkpoint, tmp_
     (ours,) = [r for r in records if r["method"] == "projection"]
     assert ours["tuned"] and ours["consistency"] == chosen["params"]["consistency"]
     assert steps_run[-1] == chosen["params"]["consistency"]
+
+
+def test_samples_study_scores_the_mean_of_the_first_k_samples(checkpoint, tmp_path, monkeypatch):
+    """--samples-study K...: one val run with max(K) samples; each row is the PSNR / SSIM of the mean of
+    the first K of them (checked against the samples solve() returned), with cost scaled by K."""
+    base = tiny_args(checkpoint, tmp_path) + ["--datasets", "brain", "--views", "4", "--fan-views", "--noise", "0",
+                                              "--methods", "projection", "--skip-steps-study", "--tune",
+                                              "--grid-set", "snr=0.16", "--grid-set", "lam=1",
+                                              "--grid-set", "inverse_method=", "--grid-set", "consistency=cg"]
+    runs, real_solve = [], reconstruction.solve
+    def solve(*a, **k):
+        sol = real_solve(*a, **k)
+        runs.append((k["n_samples"], sol.samples.clone()))
+        return sol
+    monkeypatch.setattr(reconstruction, "solve", solve)
+    tuned = ct_sparse_view.main(base + ["--samples-study", "1", "3", "2"])
+    n, samples = runs[-1]
+    assert n == 3 and samples.shape[0] == 3
+    rows = tuned["samples_study"]
+    assert [r["n_samples"] for r in rows] == [1, 2, 3] and all(r["split"] == "val" for r in rows)
+    x_val, _, _ = reconstruction.load_images("brain", "val", 2, SIZE)
+    from sgm_inverse import metrics
+    for r in rows:
+        mean = samples[: r["n_samples"]].mean(0).clamp(0, 1)
+        assert r["psnr"] == pytest.approx(float(metrics.psnr(mean, x_val).mean()), abs=1e-6)
+        assert r["nfe"] == r["n_samples"] * (2 * 2 + 1)                  # tune steps 2, one corrector step
+    assert rows[0]["seconds_per_image"] == pytest.approx(rows[2]["seconds_per_image"] / 3)
+    assert "Posterior samples study" in (tmp_path / "ct_sparse_view_tuned.md").read_text()

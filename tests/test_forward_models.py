@@ -137,8 +137,17 @@ def test_log_likelihood_and_simulate():
     n = (y - op(x))[op.mask.expand_as(y) > 0]
     assert abs(float((n.abs() ** 2).mean()) - 0.01) < 0.001  # E|n|^2 = sigma^2 (complex)
     assert abs(float(n.real.var()) - 0.005) < 0.0007  # split evenly between re and im
-    expected = -((op(x) - y).abs() ** 2).flatten(1).sum(1) / (2 * 0.01)
+    # circular complex Gaussian with E|n|^2 = sigma^2: density ~ exp(-|r|^2 / sigma^2), i.e. variance
+    # sigma^2 / 2 per real coordinate
+    assert op.noise_variance == pytest.approx(0.005)
+    expected = -((op(x) - y).abs() ** 2).flatten(1).sum(1) / 0.01
     torch.testing.assert_close(op.log_likelihood(x, y), expected)
+    # real measurements: variance sigma^2 per coordinate
+    inp = Inpainting(torch.ones(1, 8, 8), noise_std=0.1)
+    xi = torch.rand(2, 1, 8, 8)
+    yi = inp.simulate(xi, generator=torch.Generator().manual_seed(1))
+    assert inp.noise_variance == pytest.approx(0.01)
+    torch.testing.assert_close(inp.log_likelihood(xi, yi), -((inp(xi) - yi) ** 2).flatten(1).sum(1) / (2 * 0.01))
     g = Grayscale(4)  # noise_std = 0 -> sigma = 1
     xg, yg = torch.rand(2, 3, 4, 4), torch.rand(2, 1, 4, 4)
     torch.testing.assert_close(g.log_likelihood(xg, yg), -0.5 * ((xg.mean(1, keepdim=True) - yg) ** 2).sum((1, 2, 3)))

@@ -197,6 +197,7 @@ def test_script_quick_end_to_end(tiny_checkpoint, tmp_path, dataset):
     assert all(isinstance(rec[k], (int, float)) and math.isfinite(rec[k]) for k in FINITE), rec
     assert rec["dataset"] == ("digits" if dataset == "auto" else "ellipses")
     assert rec["n_samples"] == 16 and rec["n_heldout"] == 16 and rec["steps"] == 10
+    assert rec["predictor"] == "ancestral" and rec["corrector"] == "langevin"
     assert rec["step"] == 7 and rec["images_seen"] == 224
     assert 0 <= rec["in_range_fraction"] <= 1 and rec["fd_floor"] >= 0
     # an untrained network's samples are nothing like digits / phantoms: far above the real-vs-real floor
@@ -206,4 +207,20 @@ def test_script_quick_end_to_end(tiny_checkpoint, tmp_path, dataset):
                            capture_output=True, text=True, timeout=60)
     assert table.returncode == 0, table.stderr[-3000:]
     md = (tmp_path / "checkpoints.md").read_text()
-    assert "| ckpt | 7 | 224 |" in md
+    assert "| ckpt | 7 | 224 |" in md and "| ancestral, langevin, 10 steps |" in md
+
+
+def test_script_keeps_one_record_per_sampler(tiny_checkpoint, tmp_path):
+    """A run replaces the record of its own sampler and keeps the other samplers' records of the same step."""
+    common = ("--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path), "--dataset", "ellipses")
+    for predictor in ("ancestral", "reverse_diffusion", "ancestral"):
+        r = run_script(*common, "--predictor", predictor, "--corrector", "none")
+        assert r.returncode == 0, r.stderr[-3000:]
+    records = json.loads((tmp_path / "sample_quality_ckpt.json").read_text())["records"]
+    assert [r["predictor"] for r in records] == ["reverse_diffusion", "ancestral"]
+    assert all("command" in r and "date" in r for r in records)
+    table = subprocess.run([sys.executable, str(BENCH / "checkpoints_table.py"), "--results", str(tmp_path)],
+                           capture_output=True, text=True, timeout=60)
+    assert table.returncode == 0, table.stderr[-3000:]
+    md = (tmp_path / "checkpoints.md").read_text()
+    assert "| reverse_diffusion, none, 10 steps |" in md and "| ancestral, none, 10 steps |" in md

@@ -243,7 +243,40 @@ def test_noise_aware_projection_damping_schedule():
     op.noise_std = 0.0
     assert Projection(op, y, sde, consistency="cg")._damping(alpha, std) is None
     mri = UndersampledMRI(8, acceleration=2, center_fraction=0.25, noise_std=0.2)
+    # real images: the transform step is not a projection, so it stays an exact fit
     assert Projection(mri, mri(x), sde, consistency="transform")._damping(alpha, std) is None
+    # complex k-space noise: variance sigma^2 / 2 per real coordinate
+    assert torch.allclose(Projection(mri, mri(x), sde, consistency="cg")._damping(alpha, std),
+                          alpha ** 2 * 0.02 / std ** 2)
+
+
+@pytest.mark.parametrize("model", ["inpainting", "grayscale", "mri_complex"])
+def test_noise_aware_transform_step_equals_the_damped_cg_correction(model):
+    """Where T is orthonormal with A A^T = c I, the damped transform-domain step (spliced residual
+    times c / (c + mu)) is the same update as CG on A A^T + mu I, and mu follows noise_variance."""
+    from sgm_inverse.conditioning import Projection, min_norm_correction
+    g = torch.Generator().manual_seed(3)
+    sde = VPSDE()
+    if model == "inpainting":
+        op, shape = Inpainting.random((1, 8, 8), keep=0.4, seed=0, noise_std=0.1), (2, 1, 8, 8)
+    elif model == "grayscale":
+        op, shape = Grayscale(8, noise_std=0.1), (2, 3, 8, 8)
+    else:
+        op, shape = UndersampledMRI(8, acceleration=2, center_fraction=0.25, channels=2, noise_std=0.1), (2, 2, 8, 8)
+    op = op.double()
+    x_true, x = (torch.rand(*shape, generator=g, dtype=torch.float64) for _ in range(2))
+    y = op.simulate(x_true, generator=g)
+    cond = Projection(op, y, sde, consistency="transform", lam=0.8)
+    assert cond.damped and cond.normal_scale == pytest.approx(op.normal_scale)
+    t = torch.tensor([0.7, 0.02], dtype=torch.float64)
+    alpha, std = sde.scale_std(t)
+    mu = cond._damping(alpha, std)
+    torch.testing.assert_close(mu, alpha ** 2 * op.noise_variance / std ** 2)
+    got = cond._consistency(x, y, 0.8, mu)
+    ref = x + 0.8 * min_norm_correction(op, y - op(x), 100, rtol=1e-14, damping=mu)
+    torch.testing.assert_close(got, ref, atol=1e-9, rtol=1e-9)
+    undamped = Projection(op, y, sde, consistency="transform", noise_aware=False)
+    assert not undamped.damped and undamped._damping(alpha, std) is None
 
 
 def test_noise_aware_projection_is_closer_to_the_gaussian_posterior_mean():
