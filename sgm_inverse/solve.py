@@ -138,5 +138,7 @@ def solve(measurement, forward_model, score_model, *, method: str = "auto", samp
                 getattr(predictor, "__name__", "custom"), "corrector": corrector if isinstance(corrector, str)
                 else getattr(corrector, "__name__", "custom"), "steps": steps, "corrector_steps": corrector_steps,
                 "snr": snr, "n_samples": n_samples, "seed": seed, "device": str(device), **method_options}
+    if method == "projection":  # whether the consistency step was damped (noise_aware asks; the model decides)
+        settings["damped"] = conditioner.damped
     return Solution(samples=samples, residual=residual.reshape(n_samples, batch), nfe=info["nfe"],
                     seconds=seconds, settings=settings)

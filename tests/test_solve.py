@@ -297,6 +297,7 @@ def test_noise_aware_projection_is_closer_to_the_gaussian_posterior_mean():
     for aware in (True, False):
         sol = solve(y, op, prior, method="projection", steps=200, corrector_steps=0, n_samples=64, seed=0,
                     noise_aware=aware, progress=False)
+        assert sol.settings["noise_aware"] is aware and sol.settings["damped"] is aware
         err[aware] = ((sol.mean.flatten().double() - mean).norm() / (mean - m0).norm()).item()
     assert err[True] < 0.5 * err[False], err
 
