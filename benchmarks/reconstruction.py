@@ -588,40 +588,37 @@ def run_tuning(task: Task, args) -> dict:
                                "criterion": "max mean PSNR", "date": prov["date"], "commit": prov["commit"],
                                "grid": args.grid, "grid_set": args.grid_set, "rows_compared": len(earlier + rows_now),
                                **ckpt_info}
-        if args.skip_steps_study:
+        if args.skip_steps_study and not args.samples_study:
             continue
-        ref = next((s for s in task.settings if s.reference), task.settings[0])
-        ops = Operators(ref, task, x_val)
-        y_val = measure(task, ops, x_val, args.seed + 1)
-        for method in methods:
-            params = chosen[tuned_key(dataset, ref, method)]["params"]
-            rows = []
-            for steps in args.steps_study:
-                r = _val_run(method, ops, model, y_val, x_val, params, args, steps)
-                rows.append({"dataset": dataset, "setting": ref.key, "method": method, "steps": steps,
-                             "split": split, "n_val": n_val, "params": params, **r})
-                tqdm.write(f"steps study {dataset} {ref.key} {method} steps={steps}: val PSNR {r['psnr']:.2f} "
-                           f"{r['seconds_per_image']:.3g} s/img")
-            study = [s for s in study if not (s["dataset"] == dataset and s["method"] == method)] + rows
-            top = max(r["psnr"] for r in rows)
-            recommended[f"{dataset}|{method}"] = min(r["steps"] for r in rows if r["psnr"] >= top - STEPS_TOLERANCE_DB)
-    for dataset in args.datasets if args.samples_study else []:
-        model = models[dataset][0]
-        x_val, split, _ = load_images(dataset, "val", args.n_val, args.image_size)
-        x_val = x_val.to(args.device)
+        # both studies run at the reference setting with that setting's tuned parameters
         ref = next((s for s in task.settings if s.reference), task.settings[0])
         ops = Operators(ref, task, x_val)
         y_val = measure(task, ops, x_val, args.seed + 1)
         for method in methods:
             if tuned_key(dataset, ref, method) not in chosen:
-                raise SystemExit(f"--samples-study: {tuned_key(dataset, ref, method)} has no tuned setting yet")
-            rows = _samples_study(method, ops, model, y_val, x_val, chosen[tuned_key(dataset, ref, method)]["params"],
-                                  args, sorted(set(args.samples_study)))
-            rows = [{"dataset": dataset, "setting": ref.key, "method": method, "split": split, **r} for r in rows]
-            for r in rows:
-                tqdm.write(f"samples study {dataset} {ref.key} {method} K={r['n_samples']}: val PSNR {r['psnr']:.2f} "
-                           f"SSIM {r['ssim']:.3f}")
-            samples_study = [s for s in samples_study if not (s["dataset"] == dataset and s["method"] == method)] + rows
+                raise SystemExit(f"{tuned_key(dataset, ref, method)} has no tuned setting yet for the studies")
+            params = chosen[tuned_key(dataset, ref, method)]["params"]
+            others = lambda rows: [r for r in rows if not (r["dataset"] == dataset and r["method"] == method)]  # noqa: E731
+            if not args.skip_steps_study:
+                rows = []
+                for steps in args.steps_study:
+                    r = _val_run(method, ops, model, y_val, x_val, params, args, steps)
+                    rows.append({"dataset": dataset, "setting": ref.key, "method": method, "steps": steps,
+                                 "split": split, "n_val": n_val, "params": params, **r})
+                    tqdm.write(f"steps study {dataset} {ref.key} {method} steps={steps}: val PSNR {r['psnr']:.2f} "
+                               f"{r['seconds_per_image']:.3g} s/img")
+                study = others(study) + rows
+                top = max(r["psnr"] for r in rows)
+                recommended[f"{dataset}|{method}"] = min(r["steps"] for r in rows
+                                                         if r["psnr"] >= top - STEPS_TOLERANCE_DB)
+            if args.samples_study:
+                rows = [{"dataset": dataset, "setting": ref.key, "method": method, "split": split, **r}
+                        for r in _samples_study(method, ops, model, y_val, x_val, params, args,
+                                                sorted(set(args.samples_study)))]
+                for r in rows:
+                    tqdm.write(f"samples study {dataset} {ref.key} {method} K={r['n_samples']}: "
+                               f"val PSNR {r['psnr']:.2f} SSIM {r['ssim']:.3f}")
+                samples_study = others(samples_study) + rows
     result = {"provenance": prov, "benchmark": task.name, "grid_name": args.grid, "grid_set": args.grid_set,
               "grids": task.grids, "defaults": task.defaults, "criterion": "max mean PSNR on the val split",
               "steps_tolerance_db": STEPS_TOLERANCE_DB, "chosen": chosen, "recommended_steps": recommended,

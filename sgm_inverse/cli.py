@@ -432,8 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--mask", default=None, help="MRI: equispaced | random | gaussian1d; inpaint: box | random")
     v.add_argument("--keep", type=float, default=0.3, help="inpaint --mask random: fraction of pixels kept")
     v.add_argument("--noise", type=float, default=0.0,
-                   help="measurement noise std (the forward model's noise_std; the cg projection step is "
-                        "damped by it so it does not fit the noise)")
+                   help="measurement noise std (the forward model's noise_std; the projection step is damped by it "
+                        "so it does not fit the noise: the cg step always, the transform step where it is exact)")
     v.add_argument("--method", default="auto", choices=["auto", "projection", "dps", "bayes"])
     v.add_argument("--snr", type=float, default=0.16, help="Langevin corrector signal-to-noise ratio")
     v.add_argument("--lam", type=float, help="projection: weight of the measured data in [0, 1] (default 1)")
