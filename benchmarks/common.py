@@ -28,11 +28,13 @@ def provenance(device: torch.device | str = "cpu") -> dict:
             "torch": torch.__version__, "date": datetime.datetime.now().isoformat(timespec="seconds")}
 
 
-def write_results(stem: str, records: list, markdown_table: str, device="cpu", out_dir: Path = RESULTS) -> tuple[Path, Path]:
-    """Write <stem>.json ({"provenance", "records"}) and <stem>.md (provenance + table)."""
+def write_results(stem: str, records: list, markdown_table: str, device="cpu", out_dir: Path = RESULTS,
+                  prov: dict | None = None) -> tuple[Path, Path]:
+    """Write <stem>.json ({"provenance", "records"}) and <stem>.md (provenance + table); prov: the
+    provenance() the caller already took (default: taken here)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    prov = provenance(device)
+    prov = prov or provenance(device)
     jpath, mpath = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
     jpath.write_text(json.dumps({"provenance": prov, "records": records}, indent=2))
     head = "\n".join(f"- {k}: `{v}`" for k, v in prov.items())

@@ -26,6 +26,7 @@ carries its own command and date), records of another training step are dropped.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import math
 import sys
@@ -180,14 +181,17 @@ def main(argv=None) -> dict:
 
     prov = provenance(device)
     record.update(command=prov["command"], commit=prov["commit"], date=prov["date"])
-    records = [*earlier_records(args.out / f"sample_quality_{name}.json", record), record]
-
     args.out.mkdir(parents=True, exist_ok=True)
-    k = min(32, len(heldout), len(samples))
-    k = k - k % 8 if k >= 8 else k
-    save_grid(torch.cat([heldout[:k], samples[:k]]), args.out / f"samples_{name}.png", nrow=8)
-    table = markdown_table(records, COLUMNS)
-    write_results(f"sample_quality_{name}", records, table, device=device, out_dir=args.out)
+    # read-merge-write under a lock: two runs for the same checkpoint (other samplers) would otherwise
+    # each keep only the records they read, and one would lose the other's
+    with open(args.out / f".sample_quality_{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        records = [*earlier_records(args.out / f"sample_quality_{name}.json", record), record]
+        k = min(32, len(heldout), len(samples))
+        k = k - k % 8 if k >= 8 else k
+        save_grid(torch.cat([heldout[:k], samples[:k]]), args.out / f"samples_{name}.png", nrow=8)
+        table = markdown_table(records, COLUMNS)
+        write_results(f"sample_quality_{name}", records, table, device=device, out_dir=args.out, prov=prov)
     print(table)
     return record
 

@@ -148,6 +148,8 @@ def test_ct_benchmark_quick(checkpoint, tmp_path, spy_tuning):
         if r["method"] == "fista_tv":
             assert r["lam"] > 0 and r["lam_over_L"] in (1e-4, 1e-3)
         assert (r["noise_std_abs"] > 0) == (r["noise_std"] > 0)
+        if r["method"] == "projection":  # what ran: CT has no exact transform projection to damp
+            assert r["damped"] == (r["noise_std"] > 0 and r["noise_aware"] and r["consistency"] == "cg")
 
     def fbp(dataset, views, noise=0.0):
         (r,) = [r for r in records if r["method"] == "fbp" and r["dataset"] == dataset and r["views"] == views
