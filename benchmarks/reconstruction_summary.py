@@ -33,7 +33,9 @@ def load(paths) -> tuple[dict, list]:
         doc = json.loads(Path(path).read_text())
         sources.append((str(path), doc["provenance"]))
         for r in doc["records"]:
-            key = (r["task"], r["dataset"], r["setting"], r["method"], variant(r))
+            # a score method run with other steps / samples is another row (its cost differs), not a repeat
+            budget = (r.get("steps"), r.get("n_samples")) if r["method"] in SCORE else None
+            key = (r["task"], r["dataset"], r["setting"], r["method"], variant(r), budget)
             if key in rows:
                 if rows[key]["test_indices"] != r["test_indices"]:
                     raise SystemExit(f"{key} appears in two runs with different test images")
@@ -91,7 +93,7 @@ def table(rows) -> list[dict]:
     order = {m: i for i, m in enumerate(BASELINES + SCORE)}
     keys = sorted(rows, key=lambda k: (k[0], k[1], rows[k].get("geometry", rows[k].get("mask", "")),
                                        rows[k].get("views", rows[k].get("acceleration", 0)),
-                                       rows[k]["noise_std"], order.get(k[3], 99)))
+                                       rows[k]["noise_std"], order.get(k[3], 99), k[5] or ()))
     out = []
     for k in keys:
         r = rows[k]

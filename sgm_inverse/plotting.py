@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 import torch
@@ -64,8 +65,9 @@ def save_panels(columns: dict, path, rows: int | None = None, cmaps: dict | None
             ax.set_xticks([]), ax.set_yticks([])
             if i == 0:
                 ax.set_title(name, fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=7)
+    if title:  # wrapped to the figure: long benchmark commands otherwise run off both edges
+        width = max(40, int(fig.get_figwidth() * 16))  # ~16 characters per inch at 7 pt
+        fig.suptitle("\n".join(textwrap.fill(line, width) for line in title.split("\n")), fontsize=7)
     fig.tight_layout()
     fig.savefig(str(path), dpi=120)
     plt.close(fig)

@@ -77,3 +77,15 @@ def test_exact_fit_and_noise_aware_projection_rows_are_both_kept(tmp_path):
     assert sorted(k[4] for k in rows) == ["", "exact fit"]
     labels = {r["method"]: r["PSNR (dB)"] for r in rs.table(rows)}
     assert labels == {"projection": "24.20 ± 0.50", "projection (exact fit)": "21.60 ± 0.50"}
+
+
+def test_a_score_run_with_more_samples_is_its_own_row(tmp_path):
+    """The same method and setting with 8 posterior samples instead of 2 costs 4x: a second row, not a
+    repeat to drop; the goal takes the better one, and the table names each budget."""
+    a = write(tmp_path / "a.json", [ct(8, "fista_tv", 27.0, 0.89), ct(8, "projection", 27.2, 0.88)])
+    b = write(tmp_path / "b.json", [ct(8, "fista_tv", 27.0, 0.89), ct(8, "projection", 27.8, 0.90, n_samples=8)])
+    rows, _ = rs.load([a, b])
+    assert len(rows) == 3
+    g8 = next(g for g in rs.goals(rows) if g["goal"].startswith("brain CT 8 views"))
+    assert g8["ours"].startswith("projection 27.80")
+    assert [r["steps x samples"] for r in rs.table(rows) if r["method"] == "projection"] == ["100 x2", "100 x8"]
