@@ -271,12 +271,11 @@ def run_score(method, ops: Operators, model, y, params: dict, args, steps: int):
     names = ("lam", "consistency", "noise_aware") if method == "projection" else ("zeta",)
     sol = solve(y, op, model, method=method, steps=steps, snr=params["snr"], n_samples=args.n_samples,
                 seed=args.seed, progress=args.progress, **{k: params[k] for k in names if k in params})
-    ran = {}
-    if method == "projection":  # the record says which step ran, as solve() resolved it
-        params = {**params, **{k: sol.settings[k] for k in ("consistency", "noise_aware")}}
-        ran = {"damped": sol.settings["damped"]}  # noise_aware asks; the operator and step decide
+    if method == "projection":  # the record says which step ran, as solve() resolved it (damped:
+        # noise_aware only asks, the operator and the step decide)
+        params = {**params, **{k: sol.settings[k] for k in ("consistency", "noise_aware", "damped")}}
     return {"recon": sol.mean, "std": sol.std, "samples": sol.samples, "seconds": sol.seconds, "nfe": sol.nfe,
-            "hyper": {**params, **ran, "steps": steps, "n_samples": args.n_samples, "sampler": "pc",
+            "hyper": {**params, "steps": steps, "n_samples": args.n_samples, "sampler": "pc",
                       "corrector_steps": 1, "nfe_total_per_image": sol.nfe * args.n_samples}}
 
 
@@ -432,11 +431,9 @@ def table_rows(task, records) -> list:
         if r["method"] == "projection":
             # records before "damped" was recorded: the noise-aware cg step damps noisy data only
             damped = r.get("damped", r.get("noise_aware") and r["noise_std"] > 0)
-            inverse = ((" cg-consistency" + (", noise-aware" if damped else "")
-                        if r.get("consistency") == "cg" else
-                       f" transform{', ' + r['inverse_method'] if 'inverse_method' in r else ''}"
-                       + (", damped" if damped else "")))
-            hyper.append(f"snr={r['snr']:g} lam={r['lam']:g}{inverse}")
+            step = (" cg-consistency" if r.get("consistency") == "cg" else
+                    f" transform{', ' + r['inverse_method'] if 'inverse_method' in r else ''}")
+            hyper.append(f"snr={r['snr']:g} lam={r['lam']:g}{step}{', noise-aware' if damped else ''}")
         if r["method"] == "dps":
             hyper.append(f"snr={r['snr']:g} zeta={r['zeta']:g}")
         if r["method"] in SCORE_METHODS:
