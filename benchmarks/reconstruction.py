@@ -21,6 +21,7 @@ The test split is never used for any choice; every tuning record names the split
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import sys
 import time
@@ -626,23 +627,55 @@ def run_tuning(task: Task, args) -> dict:
               "steps_study": study, "samples_study": samples_study, "records": recs}
     path = Path(args.tuned)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
-    write_tuned_markdown(path.with_suffix(".md"), result)
+    ours = {"keys": {tuned_key(d, s, m) for d in args.datasets for s in task.settings for m in methods},
+            "studies": set() if args.skip_steps_study else {(d, m) for d in args.datasets for m in methods},
+            "samples": {(d, m) for d in args.datasets for m in methods} if args.samples_study else set()}
+    # read-merge-write under a lock: another --tune run on the same file (other settings) may have
+    # written since this one read it; keep what it wrote and replace only what this run tuned
+    with open(path.parent / f".{path.stem}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = merge_tuned(read_tuned(path), result, ours)
+        path.write_text(json.dumps(result, indent=2))
+        write_tuned_markdown(path.with_suffix(".md"), result)
     print(f"wrote {path}, {path.with_suffix('.md')}")
     return result
+
+
+def merge_tuned(now: dict, result: dict, ours: dict) -> dict:
+    """The tuned file `now` (as on disk at write time) with this run's `result` laid over it: the
+    chosen settings and records of the keys in ours["keys"], the steps / samples studies of the
+    (dataset, method) pairs in ours["studies"] / ours["samples"]; everything else stays as in `now`."""
+    keys, pair = ours["keys"], (lambda r: (r["dataset"], r["method"]))
+    merged = dict(result)
+    merged["chosen"] = {**{k: v for k, v in now.get("chosen", {}).items() if k not in keys},
+                        **{k: v for k, v in result["chosen"].items() if k in keys}}
+    merged["records"] = ([r for r in now.get("records", []) if r["key"] not in keys]
+                         + [r for r in result["records"] if r["key"] in keys])
+    for field, mine in (("steps_study", ours["studies"]), ("samples_study", ours["samples"])):
+        merged[field] = ([r for r in now.get(field, []) if pair(r) not in mine]
+                         + [r for r in result[field] if pair(r) in mine])
+    studied = {f"{d}|{m}" for d, m in ours["studies"]}
+    merged["recommended_steps"] = {**{k: v for k, v in now.get("recommended_steps", {}).items() if k not in studied},
+                                   **{k: v for k, v in result["recommended_steps"].items() if k in studied}}
+    return merged
 
 
 def write_tuned_markdown(path: Path, result: dict) -> None:
     prov = "\n".join(f"- {k}: `{v}`" for k, v in result["provenance"].items())
     chosen = [{"key": k.replace("|", " / "), **{p: v for p, v in c["params"].items()}, "val PSNR": c["val_psnr"],
-               "split": c["split"], "n_val": c["n_val"], "steps": c["steps"]} for k, c in result["chosen"].items()]
+               "split": c["split"], "n_val": c["n_val"], "steps": c["steps"],
+               # each key may come from a different --tune command: say which checkpoint and grid it saw
+               "ckpt step": c.get("checkpoint_step", ""), "grid_set": " ".join(c.get("grid_set") or []),
+               "tuned": str(c.get("date", ""))[:16]} for k, c in result["chosen"].items()]
     pcols = sorted({p for c in result["chosen"].values() for p in c["params"]})
     study = [{k: r[k] for k in ("dataset", "setting", "method", "steps", "psnr", "ssim", "seconds_per_image",
                                 "nfe", "split")} for r in result["steps_study"]]
-    text = (f"# {result['benchmark']} tuning (validation split only)\n\n{prov}\n\n"
-            f"Grids ({result['grid_name']}): `{json.dumps(result['grids'][result['grid_name']])}`; criterion: "
-            f"{result['criterion']}.\n\n## Chosen settings\n\n"
-            + markdown_table(chosen, ["key", *pcols, "val PSNR", "split", "n_val", "steps"])
+    text = (f"# {result['benchmark']} tuning (validation split only)\n\nLast tuning command:\n\n{prov}\n\n"
+            f"Grids ({result['grid_name']}) of that command: `{json.dumps(result['grids'][result['grid_name']])}`; "
+            f"criterion: {result['criterion']}. Settings are tuned piecewise: each row below says when it was "
+            "tuned, on which checkpoint step and with which --grid-set overrides.\n\n## Chosen settings\n\n"
+            + markdown_table(chosen, ["key", *pcols, "val PSNR", "split", "n_val", "steps", "ckpt step",
+                                      "grid_set", "tuned"])
             + "\n\n## Steps study (val)\n\n"
             + markdown_table(study, ["dataset", "setting", "method", "steps", "psnr", "ssim", "seconds_per_image",
                                      "nfe", "split"])

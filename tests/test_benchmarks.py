@@ -240,6 +240,31 @@ def test_tuning_reuses_measured_points_and_searches_the_cg_step(checkpoint, tmp_
     assert steps_run[-1] == chosen["params"]["consistency"]
 
 
+def test_concurrent_tuning_runs_keep_each_others_settings(checkpoint, tmp_path, monkeypatch):
+    """Two --tune runs for different settings on one tuned file, the second having read the file before
+    the first wrote it: the second must merge under the lock and keep the first one's chosen setting."""
+    base = tiny_args(checkpoint, tmp_path) + ["--datasets", "brain", "--fan-views", "--noise", "0", "--tune",
+                                              "--methods", "projection", "--skip-steps-study",
+                                              "--grid-set", "snr=0.16", "--grid-set", "lam=1",
+                                              "--grid-set", "inverse_method=", "--grid-set", "consistency=cg"]
+    first = ct_sparse_view.main(base + ["--views", "4"])
+    k4, k6 = "brain|parallel-4v-noise0|projection", "brain|parallel-6v-noise0|projection"
+    assert list(first["chosen"]) == [k4]
+    reads, real_read = [], reconstruction.read_tuned
+    def stale_then_real(path):  # the second run's first read sees the file as before the first run
+        reads.append(path)
+        return {} if len(reads) == 1 else real_read(path)
+    monkeypatch.setattr(reconstruction, "read_tuned", stale_then_real)
+    second = ct_sparse_view.main(base + ["--views", "6"])
+    assert len(reads) == 2
+    on_disk = json.loads((tmp_path / "ct_sparse_view_tuned.json").read_text())
+    for doc in (second, on_disk):
+        assert set(doc["chosen"]) == {k4, k6}
+        assert doc["chosen"][k4] == first["chosen"][k4]
+        assert {r["key"] for r in doc["records"]} == {k4, k6}
+    assert "parallel-4v-noise0" in (tmp_path / "ct_sparse_view_tuned.md").read_text()
+
+
 def test_samples_study_scores_the_mean_of_the_first_k_samples(checkpoint, tmp_path, monkeypatch):
     """--samples-study K...: one val run with max(K) samples; each row is the PSNR / SSIM of the mean of
     the first K of them (checked against the samples solve() returned), with cost scaled by K."""
