@@ -1,7 +1,9 @@
 """Shared bits of the benchmark scripts: run provenance and result files."""
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import json
 import platform
 import subprocess
@@ -26,6 +28,15 @@ def provenance(device: torch.device | str = "cpu") -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     return {"command": "python " + " ".join(sys.argv), "commit": commit, "device": name,
             "torch": torch.__version__, "date": datetime.datetime.now().isoformat(timespec="seconds")}
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """Hold an exclusive lock on `path` (created if missing) for a read-merge-write of a results file
+    that several benchmark runs may update at once."""
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def write_results(stem: str, records: list, markdown_table: str, device="cpu", out_dir: Path = RESULTS,

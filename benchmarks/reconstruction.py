@@ -21,7 +21,6 @@ The test split is never used for any choice; every tuning record names the split
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import sys
 import time
@@ -43,7 +42,7 @@ from sgm_inverse.baselines import fbp, fista_tv, power_method, tune_fista_lambda
 from sgm_inverse.data import get_dataset
 from sgm_inverse.plotting import save_panels
 
-from common import RESULTS, markdown_table, provenance, write_results
+from common import RESULTS, file_lock, markdown_table, provenance, write_results
 
 SCORE_METHODS = ("projection", "dps")
 FISTA_MARGIN = 1.05          # step 1 / (1.05 ||A||^2), as tune_fista_lambda does
@@ -632,8 +631,7 @@ def run_tuning(task: Task, args) -> dict:
             "samples": {(d, m) for d in args.datasets for m in methods} if args.samples_study else set()}
     # read-merge-write under a lock: another --tune run on the same file (other settings) may have
     # written since this one read it; keep what it wrote and replace only what this run tuned
-    with open(path.parent / f".{path.stem}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(path.parent / f".{path.stem}.lock"):
         result = merge_tuned(read_tuned(path), result, ours)
         path.write_text(json.dumps(result, indent=2))
         write_tuned_markdown(path.with_suffix(".md"), result)

@@ -26,7 +26,6 @@ carries its own command and date), records of another training step are dropped.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import math
 import sys
@@ -49,7 +48,7 @@ from sgm_inverse.sample_quality import sample_fd
 from sgm_inverse.samplers import langevin, no_corrector
 from sgm_inverse.samplers.predictors import PREDICTORS
 
-from common import RESULTS, markdown_table, provenance, write_results
+from common import RESULTS, file_lock, markdown_table, provenance, write_results
 
 CORRECTOR = {"none": no_corrector, "langevin": langevin}
 COLUMNS = ["checkpoint", "dataset", "step", "n_samples", "n_heldout", "steps", "predictor", "corrector", "fd_samples",
@@ -184,8 +183,7 @@ def main(argv=None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     # read-merge-write under a lock: two runs for the same checkpoint (other samplers) would otherwise
     # each keep only the records they read, and one would lose the other's
-    with open(args.out / f".sample_quality_{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(args.out / f".sample_quality_{name}.lock"):
         records = [*earlier_records(args.out / f"sample_quality_{name}.json", record), record]
         k = min(32, len(heldout), len(samples))
         k = k - k % 8 if k >= 8 else k
