@@ -163,8 +163,9 @@ def main(argv=None) -> None:
     steer = ClassifierGuidance(classifier)  # forward(x) = logits at t = 0, for the agreement column
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    common = {"checkpoint": str(args.checkpoint), "classifier": str(args.classifier), "judge": str(args.judge),
-              "per_class": args.per_class}
+    step = model.config.get("training", {}).get("step")
+    common = {"checkpoint": str(args.checkpoint), "checkpoint_step": step, "classifier": str(args.classifier),
+              "judge": str(args.judge), "per_class": args.per_class}
 
     t0 = time.time()
     x_real, y_real = real_digits(args.per_class)
@@ -187,8 +188,8 @@ def main(argv=None) -> None:
               f"({rec['worst_class_accuracy']:.2f}), {sol.seconds:.1f} s")
 
     notes = [
-        f"Score model `{args.checkpoint}`, guidance classifier `{args.classifier}` (noise-conditional), judge "
-        f"`{args.judge}` (clean CNN, independent of the guidance).",
+        f"Score model `{args.checkpoint}` (step {step}), guidance classifier `{args.classifier}` "
+        f"(noise-conditional), judge `{args.judge}` (clean CNN, independent of the guidance).",
         f"{args.per_class} samples per class x 10 classes per scale, one batch, PC sampler (reverse diffusion + "
         f"1 Langevin step, snr {args.snr:g}), {args.steps} steps, seed {args.seed} for every scale; "
         "samples clamped to [0, 1]; scale 0 = unguided (zero guidance term, same code path).",

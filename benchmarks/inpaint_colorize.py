@@ -132,6 +132,7 @@ def run_task(task: str, model, args) -> tuple[list, Path]:
     ours_rec = {**base, "method": f"ours ({sol.settings['method']})", **quality(ours, x),
                 "seconds_per_image": sol.seconds / args.n, "nfe": sol.nfe, "steps": args.steps, "seed": args.seed,
                 "snr": sol.settings["snr"], "checkpoint": str(args.checkpoints[dataset]),
+                "checkpoint_step": model.config.get("training", {}).get("step"),
                 "residual_max_unclamped": float(sol.residual.max())}
     fm_cpu = fm.cpu()
     if kind == "colorize":
@@ -209,8 +210,8 @@ def main(argv=None) -> None:
                                       for r in recs))
     notes = [
         f"Test split, {args.n} images of each data set evenly spaced over it; noiseless measurements; mean ± std over images.",
-        "Score models: " + ", ".join(f"{d} `{c}`" for d, c in args.checkpoints.items()
-                                     if any(TASKS[t][0] == d for t in args.tasks)) +
+        "Score models: " + ", ".join(f"{d} `{c}` (step {models[d].config.get('training', {}).get('step')})"
+                                     for d, c in args.checkpoints.items() if d in models) +
         f" (unconditional, shared with every other task). Ours = one posterior sample per image, PC sampler "
         f"(reverse diffusion + 1 Langevin step), {args.steps} steps, projection (lam = 1), seed {args.seed}, "
         "clamped to [0, 1].",

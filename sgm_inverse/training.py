@@ -42,7 +42,7 @@ class TrainConfig:
     warmup_steps: int = 200
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    weighting: str = "sigma2"          # "sigma2" (lambda = std^2) or "likelihood" (lambda = g^2)
+    weighting: str = "sigma2"          # "sigma2" (lambda = std^2), "likelihood" (lambda = g^2) or "edm"
     checkpoint_every: int = 500
     seed: int = 0
     amp: bool = True                   # bfloat16 autocast, CUDA only
@@ -51,7 +51,17 @@ class TrainConfig:
 
 def dsm_loss(model: ScoreModel, x0: torch.Tensor, t: torch.Tensor, z: torch.Tensor,
              weighting: str = "sigma2") -> torch.Tensor:
-    """Per-sample DSM loss (B,) at times t (B,) with noise z (B, C, H, W)."""
+    """Per-sample DSM loss (B,) at times t (B,) with noise z (B, C, H, W).
+
+    sigma2:     ||std s + z||^2 = ||D - x0||^2 / sigma~^2            (Song et al.'s lambda = std^2)
+    likelihood: g^2 ||s + z / std||^2                                (lambda = g^2)
+    edm:        (sigma~^2 + sd^2) / (sigma~ sd)^2 ||D - x0||^2 = ||F - F*||^2   (Karras et al. 2022)
+    (means over pixels; sigma~ = std / alpha, sd = sigma_data, F the network output, F* its target.)
+    With the EDM preconditioning of `ScoreModel`, sigma2 weights the network's own error by
+    c_out^2 / sigma~^2 = sd^2 / (sigma~^2 + sd^2): about 1 at low noise but 4e-4 at sigma~ = 25, so
+    the large noise levels, where the global layout of a sample is decided, barely train; edm
+    weights every noise level's F-error alike.
+    """
     alpha, std = model.sde.scale_std(t)
     x_t = append_dims(alpha, x0.ndim) * x0 + append_dims(std, x0.ndim) * z
     err = append_dims(alpha / std, x0.ndim) * (model.denoise(x_t, t) - x0)   # = std s + z
@@ -61,7 +71,10 @@ def dsm_loss(model: ScoreModel, x0: torch.Tensor, t: torch.Tensor, z: torch.Tens
     if weighting == "likelihood":
         g = model.sde.sde(x0, t)[1]
         return per_sample * g ** 2 / std ** 2
-    raise ValueError(f"weighting must be 'sigma2' or 'likelihood', got {weighting!r}")
+    if weighting == "edm":
+        sd2 = model.sigma_data ** 2
+        return per_sample * ((std / alpha) ** 2 + sd2) / sd2
+    raise ValueError(f"weighting must be 'sigma2', 'likelihood' or 'edm', got {weighting!r}")
 
 
 def init_distributed() -> tuple[int, int, torch.device]:

@@ -143,6 +143,8 @@ def test_inpaint_colorize_script_quick(checkpoints, tmp_path):
     for r in recs:
         if r["method"].startswith("ours") and r["task"] != "patches_colorize":
             assert r["observed_max_abs_err_unclamped"] < 1e-5
+        if r["method"].startswith("ours"):
+            assert "checkpoint_step" in r  # which training step made the numbers
 
 
 # ----- data consistency of the projection method, in-process ----------------------------------------

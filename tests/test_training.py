@@ -109,6 +109,24 @@ def test_dsm_loss_formula_on_vectors(sde):
         dsm_loss(model, x0, t, z, weighting="uniform")
 
 
+@pytest.mark.parametrize("sde", [VESDE(0.01, 20.0), VPSDE(0.1, 20.0)], ids=["VE", "VP"])
+def test_edm_weighting_is_the_network_error(sde):
+    """edm: ||F(c_in x~, c_noise) - F*||^2 with F* = (x0 - c_skip x~) / c_out, built here from the network."""
+    sd = 0.7
+    model = mlp_model(sde, hidden=16, sigma_data=sd).double()
+    gen = torch.Generator().manual_seed(2)
+    x0, z = torch.randn(2, 64, 2, generator=gen, dtype=torch.float64)
+    t = torch.rand(64, generator=gen, dtype=torch.float64) * (1 - sde.eps) + sde.eps
+    alpha, std = sde.scale_std(t)
+    sig = (std / alpha)[:, None]
+    xs = x0 + sig * z                                       # x_t / alpha
+    c_skip, c_out = sd ** 2 / (sig ** 2 + sd ** 2), sig * sd / (sig ** 2 + sd ** 2).sqrt()
+    f = model.network(xs / (sig ** 2 + sd ** 2).sqrt(), sig[:, 0].log() / 4)
+    target = (x0 - c_skip * xs) / c_out
+    torch.testing.assert_close(dsm_loss(model, x0, t, z, weighting="edm"), (f - target).pow(2).mean(1),
+                               rtol=1e-8, atol=1e-10)
+
+
 def test_score_model_preconditioning_and_tweedie():
     """D = c_skip x~ + c_out F(c_in x~, ln(sigma~)/4) with x~ = x/alpha, sigma~ = std/alpha (EDM), and
     s = (alpha D - x) / std^2, so the Tweedie denoiser built from the score gives D back."""
