@@ -30,6 +30,11 @@ def provenance(device: torch.device | str = "cpu") -> dict:
             "torch": torch.__version__, "date": datetime.datetime.now().isoformat(timespec="seconds")}
 
 
+def checkpoint_step(model) -> int | None:
+    """The training step a score model's checkpoint was saved at (None for one without a training record)."""
+    return model.config.get("training", {}).get("step")
+
+
 @contextlib.contextmanager
 def file_lock(path: Path):
     """Hold an exclusive lock on `path` (created if missing) for a read-merge-write of a results file

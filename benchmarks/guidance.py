@@ -41,7 +41,7 @@ from sgm_inverse import load_classifier, load_score_model, solve
 from sgm_inverse.data import get_dataset
 from sgm_inverse.plotting import save_grid
 
-from common import RESULTS, markdown_table, write_results
+from common import RESULTS, checkpoint_step, markdown_table, write_results
 
 NUM_CLASSES = 10
 
@@ -163,7 +163,7 @@ def main(argv=None) -> None:
     steer = ClassifierGuidance(classifier)  # forward(x) = logits at t = 0, for the agreement column
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    step = model.config.get("training", {}).get("step")
+    step = checkpoint_step(model)
     common = {"checkpoint": str(args.checkpoint), "checkpoint_step": step, "classifier": str(args.classifier),
               "judge": str(args.judge), "per_class": args.per_class}
 

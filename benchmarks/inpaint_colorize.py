@@ -40,7 +40,7 @@ from sgm_inverse import load_score_model, metrics, solve
 from sgm_inverse.data import get_dataset
 from sgm_inverse.plotting import save_panels
 
-from common import RESULTS, markdown_table, provenance, write_results
+from common import RESULTS, checkpoint_step, markdown_table, provenance, write_results
 
 # task -> (data set, kind)
 TASKS = {"digits_box": ("digits", "box"), "digits_random": ("digits", "random"),
@@ -132,7 +132,7 @@ def run_task(task: str, model, args) -> tuple[list, Path]:
     ours_rec = {**base, "method": f"ours ({sol.settings['method']})", **quality(ours, x),
                 "seconds_per_image": sol.seconds / args.n, "nfe": sol.nfe, "steps": args.steps, "seed": args.seed,
                 "snr": sol.settings["snr"], "checkpoint": str(args.checkpoints[dataset]),
-                "checkpoint_step": model.config.get("training", {}).get("step"),
+                "checkpoint_step": checkpoint_step(model),
                 "residual_max_unclamped": float(sol.residual.max())}
     fm_cpu = fm.cpu()
     if kind == "colorize":
@@ -210,7 +210,7 @@ def main(argv=None) -> None:
                                       for r in recs))
     notes = [
         f"Test split, {args.n} images of each data set evenly spaced over it; noiseless measurements; mean ± std over images.",
-        "Score models: " + ", ".join(f"{d} `{c}` (step {models[d].config.get('training', {}).get('step')})"
+        "Score models: " + ", ".join(f"{d} `{c}` (step {checkpoint_step(models[d])})"
                                      for d, c in args.checkpoints.items() if d in models) +
         f" (unconditional, shared with every other task). Ours = one posterior sample per image, PC sampler "
         f"(reverse diffusion + 1 Langevin step), {args.steps} steps, projection (lam = 1), seed {args.seed}, "

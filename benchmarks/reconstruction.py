@@ -42,7 +42,7 @@ from sgm_inverse.baselines import fbp, fista_tv, power_method, tune_fista_lambda
 from sgm_inverse.data import get_dataset
 from sgm_inverse.plotting import save_panels
 
-from common import RESULTS, file_lock, markdown_table, provenance, write_results
+from common import RESULTS, checkpoint_step, file_lock, markdown_table, provenance, write_results
 
 SCORE_METHODS = ("projection", "dps")
 FISTA_MARGIN = 1.05          # step 1 / (1.05 ||A||^2), as tune_fista_lambda does
@@ -162,8 +162,7 @@ def load_model(args, dataset: str):
     shape = tuple(getattr(model, "image_shape", None) or ())
     if shape and shape[-1] != args.image_size:
         raise SystemExit(f"checkpoint {ckpt!r} is for {shape} images but --image-size is {args.image_size}")
-    training = model.config.get("training", {})
-    info = {"checkpoint": str(ckpt), "checkpoint_step": training.get("step"),
+    info = {"checkpoint": str(ckpt), "checkpoint_step": checkpoint_step(model),
             "checkpoint_data": model.config.get("data", {}).get("dataset")}
     return model, info
 
