@@ -163,10 +163,14 @@ def main(argv=None) -> dict:
     perm = torch.randperm(len(heldout), generator=torch.Generator().manual_seed(0))
     half_a, half_b = heldout[perm[: len(heldout) // 2]], heldout[perm[len(heldout) // 2:]]
     training = model.config.get("training", {})
+    # A fine-tuned checkpoint (train --init-from) costs its own steps plus its parent's.
+    parent = model.config.get("init_from", {})
+    images = None if training.get("images_seen") is None else training["images_seen"] + parent.get("images_seen", 0)
+    hours = None if training.get("seconds") is None else (training["seconds"] + parent.get("seconds", 0)) / 3600
     record = {
         "checkpoint": name, "checkpoint_arg": str(args.checkpoint), "weights_mb": weights_mb(args.checkpoint),
-        "step": training.get("step"), "images_seen": training.get("images_seen"),
-        "training_hours": None if training.get("seconds") is None else training["seconds"] / 3600,
+        "step": training.get("step"), "images_seen": images, "training_hours": hours,
+        "init_from": parent or None,
         "final_loss": training.get("final_loss"),
         "dataset": dataset, "heldout_split": heldout_split, "n_samples": len(samples), "n_heldout": len(heldout),
         "n_train": len(train), "n_floor_half": len(half_a), "steps": args.steps,

@@ -57,21 +57,60 @@ def cmd_train(args) -> int:
     channels = sample.shape[0]
     augment = getattr(dataset, "augment", None) if not args.no_augment else None
     torch.manual_seed(args.seed)
-    cfg = UNetConfig(in_channels=channels, image_size=sample.shape[-1], base_channels=args.base_channels,
-                     **{k: v for k, v in overrides.items()})
-    model = ScoreModel(UNet(cfg), VESDE(0.01, sigma_max), sigma_data=0.5)
+    record = {"data": {"dataset": dataset_name, "split": "train", "range": [0.0, 1.0]},
+              "command": "sgm-inverse " + " ".join(sys.argv[1:])}
     workdir = Path(args.workdir or f"runs/{args.dataset}")
+    previous = _fine_tune_record(workdir)
+    if args.init_from:
+        model, record["init_from"] = _init_from(args.init_from, tuple(sample.shape))
+    elif previous is not None:
+        # Resuming a fine-tuning run: its architecture is the parent's, not the recipe's.
+        from .checkpoints import build_score_model
+        model, record["init_from"] = build_score_model(previous), previous["init_from"]
+    else:
+        cfg = UNetConfig(in_channels=channels, image_size=sample.shape[-1], base_channels=args.base_channels,
+                         **{k: v for k, v in overrides.items()})
+        model = ScoreModel(UNet(cfg), VESDE(0.01, sigma_max), sigma_data=0.5)
     tc = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, checkpoint_every=args.checkpoint_every,
                      seed=args.seed, weighting=args.weighting,
                      max_seconds=args.max_minutes * 60 if args.max_minutes else None)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"training {args.dataset}: {len(dataset)} images {tuple(sample.shape)}, U-Net {n_params / 1e6:.2f} M params, "
-          f"VE SDE sigma_max={sigma_max}, workdir {workdir}")
-    record = {"data": {"dataset": dataset_name, "split": "train", "range": [0.0, 1.0]},
-              "command": "sgm-inverse " + " ".join(sys.argv[1:])}
+          f"{type(model.sde).__name__} sigma_max={getattr(model.sde, 'sigma_max', '-')}, workdir {workdir}"
+          + (f", from {record['init_from']['checkpoint']}" if "init_from" in record else ""))
     train(model, dataset, tc, workdir, augment=augment, progress=not args.quiet, record=record)
     print(f"EMA weights: {workdir / 'ema'} (load with sgm_inverse.load_score_model('{workdir / 'ema'}'))")
     return 0
+
+
+def _fine_tune_record(workdir: Path) -> dict | None:
+    """The EMA config of a fine-tuning run already in `workdir` (one started with --init-from), else None."""
+    import json
+    path = workdir / "ema" / "config.json"
+    if not path.exists():
+        return None
+    config = json.loads(path.read_text())
+    return config if "init_from" in config else None
+
+
+def _init_from(checkpoint: str, image_shape: tuple) -> tuple:
+    """A trainable copy of a checkpoint's score model (architecture, SDE and weights) and a record of
+    where it came from, so a fine-tuned checkpoint states its whole training cost."""
+    from . import load_score_model
+    from .training import STATE_FILE, ema_from_state
+    try:
+        if (Path(checkpoint) / STATE_FILE).exists() and not (Path(checkpoint) / "config.json").exists():
+            model = ema_from_state(checkpoint).requires_grad_(True)   # a committed training state
+        else:
+            model = load_score_model(checkpoint).requires_grad_(True)
+    except (ValueError, FileNotFoundError) as e:
+        raise UserError(str(e)) from e
+    if tuple(model.image_shape) != image_shape:
+        raise UserError(f"--init-from {checkpoint} is a model of {tuple(model.image_shape)} images, "
+                        f"the data are {image_shape}")
+    parent = (model.config or {}).get("training", {})
+    return model, {"checkpoint": str(checkpoint), **{k: parent[k] for k in ("step", "images_seen", "seconds")
+                                                    if k in parent}}
 
 
 # ---------------------------------------------------------------------------------------- sample
@@ -403,6 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much wall time")
     t.add_argument("--weighting", choices=["sigma2", "likelihood", "edm"], default="sigma2",
                    help="DSM loss weighting over noise levels (see sgm_inverse.training.dsm_loss)")
+    t.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="start from this checkpoint's weights (shipped name, checkpoint directory or a "
+                        "training workdir's state; its architecture and SDE are kept): fine-tune a prior on your own data or with another --weighting. "
+                        "Ignored when the workdir already holds a training state")
     t.add_argument("--no-augment", action="store_true")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--quiet", action="store_true")

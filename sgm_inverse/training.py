@@ -144,6 +144,27 @@ def _load_state(path: Path, net, ema, opt, gens) -> tuple[int, dict]:
     return int(meta["step"]), json.loads(meta.get("log", "{}"))
 
 
+def ema_from_state(workdir) -> ScoreModel:
+    """The EMA model (eval mode) kept in `<workdir>/train_state.safetensors`, with its training record.
+
+    For a run of which only the state file was kept (the `ema/` export is not committed), e.g. to
+    fine-tune from it with `sgm-inverse train --init-from WORKDIR`.
+    """
+    from safetensors import safe_open
+    from .checkpoints import build_score_model
+    path = Path(workdir) / STATE_FILE
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    step, config = int(meta["step"]), json.loads(meta["train_config"])
+    seconds = json.loads(meta.get("log", "{}")).get("seconds")
+    model = build_score_model({**json.loads(meta["model_config"]), "training": {
+        "step": step, "images_seen": step * config["batch_size"] * int(meta.get("world_size", 1)),
+        "seconds": seconds, "config": config}})
+    tensors = load_file(str(path))
+    model.network.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    return model.eval().requires_grad_(False)
+
+
 # Settings that may change between a run and its resumption (how long, how often to save).
 _RESUMABLE_CHANGES = {"steps", "max_seconds", "checkpoint_every"}
 
@@ -198,7 +219,7 @@ def train(model: ScoreModel, dataset, config: TrainConfig, workdir, *, augment=N
             return
         log["seconds"] = seconds0 + time.time() - start
         meta = {"step": str(step), "log": json.dumps(log), "train_config": json.dumps(asdict(config)),
-                "param_groups": json.dumps(opt.state_dict()["param_groups"]),
+                "param_groups": json.dumps(opt.state_dict()["param_groups"]), "world_size": str(world),
                 "model_config": json.dumps(model_config(model))}
         atomic_save_tensors(_state_tensors(model.network, ema, opt, gens), state_path, metadata=meta)
         ema_model = ScoreModel(ema.module, model.sde, model.sigma_data, config=model.config)

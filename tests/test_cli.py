@@ -227,3 +227,37 @@ def test_train_on_a_dicom_folder_then_resume_and_sample(tmp_path):
     assert r.returncode == 0, r.stderr
     x = np.load(out)
     assert x.shape == (3, 1, 16, 16) and np.isfinite(x).all() and 0 <= x.min() and x.max() <= 1
+
+
+def test_train_init_from_fine_tunes_a_checkpoint(tmp_path):
+    """`train --init-from CKPT` starts from CKPT's weights and architecture (with lr 0 the result is CKPT
+    bit for bit, although the recipe default would be another width), records the parent's cost, keeps
+    that record when resumed without the flag, and refuses a checkpoint of other image size."""
+    import json
+    import shutil
+    from pydicom.data import get_testdata_file
+    from safetensors.torch import load_file
+    data = tmp_path / "scans"
+    data.mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm"), data / "a.dcm")
+    common = ["train", str(data), "--image-size", "16", "--batch-size", "2", "--quiet"]
+    parent = tmp_path / "parent"
+    r = run(*common, "--workdir", str(parent), "--base-channels", "8", "--steps", "2")
+    assert r.returncode == 0, r.stderr
+    child = tmp_path / "child"
+    r = run(*common, "--workdir", str(child), "--init-from", str(parent / "ema"), "--lr", "0", "--steps", "1",
+            "--weighting", "edm")
+    assert r.returncode == 0, r.stderr
+    a, b = load_file(str(parent / "ema" / "model.safetensors")), load_file(str(child / "ema" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    cfg = json.loads((child / "ema" / "config.json").read_text())
+    assert cfg["init_from"] == {"checkpoint": str(parent / "ema"), "step": 2, "images_seen": 4,
+                                "seconds": json.loads((parent / "ema" / "config.json").read_text())["training"]["seconds"]}
+    assert cfg["training"]["config"]["weighting"] == "edm" and cfg["training"]["step"] == 1
+    r = run(*common, "--workdir", str(child), "--lr", "0", "--steps", "2", "--weighting", "edm")
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((child / "ema" / "config.json").read_text())
+    assert cfg["training"]["step"] == 2 and cfg["init_from"]["checkpoint"] == str(parent / "ema")
+    r = run("train", str(data), "--image-size", "8", "--workdir", str(tmp_path / "bad"), "--init-from",
+            str(parent / "ema"), "--steps", "1", "--quiet")
+    assert r.returncode != 0 and "(1, 16, 16)" in r.stderr and "(1, 8, 8)" in r.stderr

@@ -396,3 +396,22 @@ def test_resume_with_other_settings_is_refused(tmp_path):
         train(model(), data, TrainConfig(steps=4, batch_size=2, lr=1e-3), tmp_path, progress=False)
     # a longer run with the same optimisation settings resumes
     train(model(), data, TrainConfig(steps=4, batch_size=2, checkpoint_every=2), tmp_path, progress=False)
+
+
+def test_ema_from_state_is_the_exported_ema(tmp_path):
+    """The EMA kept in the training state (what is committed for unfinished runs) is the one exported to
+    ema/, with the same step and images seen, so --init-from a workdir fine-tunes the right weights."""
+    from sgm_inverse import VESDE, ScoreModel, load_score_model
+    from sgm_inverse.nets import UNet, UNetConfig
+    from sgm_inverse.training import ema_from_state
+    torch.manual_seed(0)
+    model = ScoreModel(UNet(UNetConfig(image_size=8, base_channels=8, channel_mult=(1, 2), attn_resolutions=())),
+                       VESDE(0.01, 5.0))
+    data = [torch.rand(1, 8, 8) for _ in range(4)]
+    train(model, data, TrainConfig(steps=3, batch_size=2, lr=1e-2, checkpoint_every=3, amp=False), tmp_path,
+          progress=False)
+    exported, kept = load_score_model(tmp_path / "ema"), ema_from_state(tmp_path)
+    assert_bit_identical(all_params(exported.network), all_params(kept.network))
+    assert not all(torch.equal(a, b) for a, b in zip(kept.network.parameters(), model.network.parameters()))
+    assert kept.config["training"]["step"] == 3 and kept.config["training"]["images_seen"] == 6
+    assert kept.sde.sigma_max == 5.0 and tuple(kept.image_shape) == (1, 8, 8)
