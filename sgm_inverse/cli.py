@@ -66,7 +66,7 @@ def cmd_train(args) -> int:
     elif previous is not None:
         # Resuming a fine-tuning run: its architecture is the parent's, not the recipe's.
         from .checkpoints import build_score_model
-        model, record["init_from"] = build_score_model(previous), previous["init_from"]
+        model, record["init_from"] = build_score_model(_architecture(previous)), previous["init_from"]
     else:
         cfg = UNetConfig(in_channels=channels, image_size=sample.shape[-1], base_channels=args.base_channels,
                          **{k: v for k, v in overrides.items()})
@@ -93,9 +93,14 @@ def _fine_tune_record(workdir: Path) -> dict | None:
     return config if "init_from" in config else None
 
 
+def _architecture(config: dict) -> dict:
+    return {k: config[k] for k in ("format", "sde", "network", "sigma_data", "image_shape") if k in config}
+
+
 def _init_from(checkpoint: str, image_shape: tuple) -> tuple:
     """A trainable copy of a checkpoint's score model (architecture, SDE and weights) and a record of
-    where it came from, so a fine-tuned checkpoint states its whole training cost."""
+    where it came from, so a fine-tuned checkpoint states its whole training cost (images seen and
+    seconds of the parent and of the parent's own ancestors)."""
     from . import load_score_model
     from .training import STATE_FILE, ema_from_state
     try:
@@ -105,12 +110,15 @@ def _init_from(checkpoint: str, image_shape: tuple) -> tuple:
             model = load_score_model(checkpoint).requires_grad_(True)
     except (ValueError, FileNotFoundError) as e:
         raise UserError(str(e)) from e
+    parent = (model.config or {}).get("training", {})
+    ancestors = (model.config or {}).get("init_from", {})    # the parent was itself fine-tuned
+    # Keep only what rebuilds the model: the parent's data, command and shipping records are not the child's.
+    model.config = _architecture(model.config)
     if tuple(model.image_shape) != image_shape:
         raise UserError(f"--init-from {checkpoint} is a model of {tuple(model.image_shape)} images, "
                         f"the data are {image_shape}")
-    parent = (model.config or {}).get("training", {})
-    return model, {"checkpoint": str(checkpoint), **{k: parent[k] for k in ("step", "images_seen", "seconds")
-                                                    if k in parent}}
+    cost = {k: parent[k] + ancestors.get(k, 0) for k in ("images_seen", "seconds") if parent.get(k) is not None}
+    return model, {"checkpoint": str(checkpoint), "step": parent.get("step"), **cost}
 
 
 # ---------------------------------------------------------------------------------------- sample
@@ -444,8 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DSM loss weighting over noise levels (see sgm_inverse.training.dsm_loss)")
     t.add_argument("--init-from", metavar="CHECKPOINT",
                    help="start from this checkpoint's weights (shipped name, checkpoint directory or a "
-                        "training workdir's state; its architecture and SDE are kept): fine-tune a prior on your own data or with another --weighting. "
-                        "Ignored when the workdir already holds a training state")
+                        "training workdir's state; its architecture and SDE are kept): fine-tune a prior on "
+                        "your own data or with another --weighting. Ignored when the workdir already holds a "
+                        "training state")
     t.add_argument("--no-augment", action="store_true")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--quiet", action="store_true")

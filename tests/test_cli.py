@@ -244,6 +244,9 @@ def test_train_init_from_fine_tunes_a_checkpoint(tmp_path):
     parent = tmp_path / "parent"
     r = run(*common, "--workdir", str(parent), "--base-channels", "8", "--steps", "2")
     assert r.returncode == 0, r.stderr
+    # a shipped parent's record must not carry over to the child
+    parent_cfg = parent / "ema" / "config.json"
+    parent_cfg.write_text(json.dumps({**json.loads(parent_cfg.read_text()), "shipped": {"sha256": "0" * 64}}))
     child = tmp_path / "child"
     r = run(*common, "--workdir", str(child), "--init-from", str(parent / "ema"), "--lr", "0", "--steps", "1",
             "--weighting", "edm")
@@ -254,10 +257,16 @@ def test_train_init_from_fine_tunes_a_checkpoint(tmp_path):
     assert cfg["init_from"] == {"checkpoint": str(parent / "ema"), "step": 2, "images_seen": 4,
                                 "seconds": json.loads((parent / "ema" / "config.json").read_text())["training"]["seconds"]}
     assert cfg["training"]["config"]["weighting"] == "edm" and cfg["training"]["step"] == 1
+    assert "shipped" not in cfg
     r = run(*common, "--workdir", str(child), "--lr", "0", "--steps", "2", "--weighting", "edm")
     assert r.returncode == 0, r.stderr
     cfg = json.loads((child / "ema" / "config.json").read_text())
     assert cfg["training"]["step"] == 2 and cfg["init_from"]["checkpoint"] == str(parent / "ema")
+    # a grandchild counts the parent's images as well as the child's
+    r = run(*common, "--workdir", str(tmp_path / "grandchild"), "--init-from", str(child / "ema"), "--steps", "1")
+    assert r.returncode == 0, r.stderr
+    grand = json.loads((tmp_path / "grandchild" / "ema" / "config.json").read_text())
+    assert grand["init_from"]["images_seen"] == 4 + 4 and grand["init_from"]["step"] == 2
     r = run("train", str(data), "--image-size", "8", "--workdir", str(tmp_path / "bad"), "--init-from",
             str(parent / "ema"), "--steps", "1", "--quiet")
     assert r.returncode != 0 and "(1, 16, 16)" in r.stderr and "(1, 8, 8)" in r.stderr
