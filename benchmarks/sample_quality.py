@@ -41,7 +41,7 @@ except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sgm_inverse import load_score_model, pc_sample
-from sgm_inverse.checkpoints import resolve_checkpoint
+from sgm_inverse.checkpoints import resolve_checkpoint, training_cost
 from sgm_inverse.data import get_dataset
 from sgm_inverse.plotting import save_grid
 from sgm_inverse.sample_quality import sample_fd
@@ -163,14 +163,12 @@ def main(argv=None) -> dict:
     perm = torch.randperm(len(heldout), generator=torch.Generator().manual_seed(0))
     half_a, half_b = heldout[perm[: len(heldout) // 2]], heldout[perm[len(heldout) // 2:]]
     training = model.config.get("training", {})
-    # A fine-tuned checkpoint (train --init-from) costs its own steps plus its parent's.
-    parent = model.config.get("init_from", {})
-    images = None if training.get("images_seen") is None else training["images_seen"] + parent.get("images_seen", 0)
-    hours = None if training.get("seconds") is None else (training["seconds"] + parent.get("seconds", 0)) / 3600
+    cost = training_cost(model.config)   # a fine-tuned checkpoint (train --init-from) includes its parent's
     record = {
         "checkpoint": name, "checkpoint_arg": str(args.checkpoint), "weights_mb": weights_mb(args.checkpoint),
-        "step": training.get("step"), "images_seen": images, "training_hours": hours,
-        "init_from": parent or None,
+        "step": training.get("step"), "images_seen": cost.get("images_seen"),
+        "training_hours": cost["seconds"] / 3600 if "seconds" in cost else None,
+        "init_from": model.config.get("init_from"),
         "final_loss": training.get("final_loss"),
         "dataset": dataset, "heldout_split": heldout_split, "n_samples": len(samples), "n_heldout": len(heldout),
         "n_train": len(train), "n_floor_half": len(half_a), "steps": args.steps,

@@ -70,6 +70,13 @@ def atomic_save_tensors(tensors: dict, path: Path, metadata: dict | None = None)
         raise
 
 
+def training_cost(config: dict) -> dict:
+    """Images seen and seconds of a checkpoint's training, those of the run it was fine-tuned from
+    (`init_from`, itself a total over its ancestors) included; keys missing from the record are left out."""
+    own, parent = config.get("training", {}), config.get("init_from", {})
+    return {k: own[k] + parent.get(k, 0) for k in ("images_seen", "seconds") if own.get(k) is not None}
+
+
 def build_score_model(config: dict) -> ScoreModel:
     """Rebuild an (untrained) ScoreModel from a checkpoint config."""
     if config.get("format") != FORMAT:

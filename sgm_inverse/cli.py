@@ -102,6 +102,7 @@ def _init_from(checkpoint: str, image_shape: tuple) -> tuple:
     where it came from, so a fine-tuned checkpoint states its whole training cost (images seen and
     seconds of the parent and of the parent's own ancestors)."""
     from . import load_score_model
+    from .checkpoints import training_cost
     from .training import STATE_FILE, ema_from_state
     try:
         if (Path(checkpoint) / STATE_FILE).exists() and not (Path(checkpoint) / "config.json").exists():
@@ -110,15 +111,14 @@ def _init_from(checkpoint: str, image_shape: tuple) -> tuple:
             model = load_score_model(checkpoint).requires_grad_(True)
     except (ValueError, FileNotFoundError) as e:
         raise UserError(str(e)) from e
-    parent = (model.config or {}).get("training", {})
-    ancestors = (model.config or {}).get("init_from", {})    # the parent was itself fine-tuned
+    record = {"checkpoint": str(checkpoint), "step": model.config.get("training", {}).get("step"),
+              **training_cost(model.config)}
     # Keep only what rebuilds the model: the parent's data, command and shipping records are not the child's.
     model.config = _architecture(model.config)
     if tuple(model.image_shape) != image_shape:
         raise UserError(f"--init-from {checkpoint} is a model of {tuple(model.image_shape)} images, "
                         f"the data are {image_shape}")
-    cost = {k: parent[k] + ancestors.get(k, 0) for k in ("images_seen", "seconds") if parent.get(k) is not None}
-    return model, {"checkpoint": str(checkpoint), "step": parent.get("step"), **cost}
+    return model, record
 
 
 # ---------------------------------------------------------------------------------------- sample

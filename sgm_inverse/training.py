@@ -59,8 +59,8 @@ def dsm_loss(model: ScoreModel, x0: torch.Tensor, t: torch.Tensor, z: torch.Tens
     (means over pixels; sigma~ = std / alpha, sd = sigma_data, F the network output, F* its target.)
     With the EDM preconditioning of `ScoreModel`, sigma2 weights the network's own error by
     c_out^2 / sigma~^2 = sd^2 / (sigma~^2 + sd^2): about 1 at low noise but 4e-4 at sigma~ = 25, so
-    the large noise levels, where the global layout of a sample is decided, barely train; edm
-    weights every noise level's F-error alike.
+    the large noise levels get little of the gradient; edm weights every noise level's F-error alike.
+    (On digits32 at equal images this did not improve the samples: benchmarks/results/digits32_weighting_study.)
     """
     alpha, std = model.sde.scale_std(t)
     x_t = append_dims(alpha, x0.ndim) * x0 + append_dims(std, x0.ndim) * z
@@ -123,13 +123,23 @@ def _state_tensors(net, ema, opt, gens) -> dict:
     return out
 
 
-def _load_state(path: Path, net, ema, opt, gens) -> tuple[int, dict]:
+def _state_metadata(path: Path) -> dict:
+    """The string metadata of a training-state file (step, log, configs), read without its tensors."""
     from safetensors import safe_open
     with safe_open(str(path), "pt") as f:
-        meta = f.metadata()
+        return f.metadata()
+
+
+def _with_prefix(tensors: dict, prefix: str) -> dict:
+    """The tensors saved under `prefix` (e.g. "ema."), with the prefix removed: one module's state dict."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _load_state(path: Path, net, ema, opt, gens) -> tuple[int, dict]:
+    meta = _state_metadata(path)
     tensors = load_file(str(path))
-    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    ema.module.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    net.load_state_dict(_with_prefix(tensors, "model."))
+    ema.module.load_state_dict(_with_prefix(tensors, "ema."))
     state: dict = {}
     for k, v in tensors.items():
         if k.startswith("optim."):
@@ -150,18 +160,15 @@ def ema_from_state(workdir) -> ScoreModel:
     For a run of which only the state file was kept (the `ema/` export is not committed), e.g. to
     fine-tune from it with `sgm-inverse train --init-from WORKDIR`.
     """
-    from safetensors import safe_open
     from .checkpoints import build_score_model
     path = Path(workdir) / STATE_FILE
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata()
+    meta = _state_metadata(path)
     step, config = int(meta["step"]), json.loads(meta["train_config"])
     seconds = json.loads(meta.get("log", "{}")).get("seconds")
     model = build_score_model({**json.loads(meta["model_config"]), "training": {
         "step": step, "images_seen": step * config["batch_size"] * int(meta.get("world_size", 1)),
         "seconds": seconds, "config": config}})
-    tensors = load_file(str(path))
-    model.network.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    model.network.load_state_dict(_with_prefix(load_file(str(path)), "ema."))
     return model.eval().requires_grad_(False)
 
 
@@ -171,9 +178,7 @@ _RESUMABLE_CHANGES = {"steps", "max_seconds", "checkpoint_every"}
 
 def _check_resume_config(path: Path, config: TrainConfig) -> None:
     """Refuse to resume with other optimisation settings: the result would silently be a different run."""
-    from safetensors import safe_open
-    with safe_open(str(path), "pt") as f:
-        saved = json.loads(f.metadata()["train_config"])
+    saved = json.loads(_state_metadata(path)["train_config"])
     now = asdict(config)
     diff = {k: (saved.get(k), now[k]) for k in now if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k]}
     if diff:

@@ -160,3 +160,12 @@ def test_bad_format_in_config_is_value_error(tmp_path):
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="format"):
         load_score_model(tmp_path / "m")
+
+
+def test_training_cost_includes_the_fine_tuning_parent():
+    from sgm_inverse.checkpoints import training_cost
+    own = {"training": {"step": 5, "images_seen": 40, "seconds": 2.0}}
+    assert training_cost(own) == {"images_seen": 40, "seconds": 2.0}
+    assert training_cost({**own, "init_from": {"checkpoint": "p", "step": 3, "images_seen": 24, "seconds": 1.5}}) \
+        == {"images_seen": 64, "seconds": 3.5}
+    assert training_cost({"training": {"step": 5}}) == {} and training_cost({}) == {}
