@@ -35,7 +35,7 @@ def cmd_train(args) -> int:
     from . import VESDE, ScoreModel
     from .data import get_dataset
     from .nets import UNet, UNetConfig
-    from .training import TrainConfig, train
+    from .training import TrainConfig, cpu_supports_bf16, train
 
     if args.dataset in REFERENCE_RECIPES:
         dataset_name, size, channels, sigma_max, overrides = REFERENCE_RECIPES[args.dataset]
@@ -72,8 +72,11 @@ def cmd_train(args) -> int:
                          **{k: v for k, v in overrides.items()})
         model = ScoreModel(UNet(cfg), VESDE(0.01, sigma_max), sigma_data=0.5)
     tc = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, checkpoint_every=args.checkpoint_every,
-                     seed=args.seed, weighting=args.weighting,
+                     seed=args.seed, weighting=args.weighting, cpu_bf16=args.cpu_bf16,
                      max_seconds=args.max_minutes * 60 if args.max_minutes else None)
+    if args.cpu_bf16 and not cpu_supports_bf16():
+        print("warning: this CPU has no native bfloat16 kernels (AVX512-BF16 / AMX): --cpu-bf16 will be slower "
+              "than fp32", file=sys.stderr)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"training {args.dataset}: {len(dataset)} images {tuple(sample.shape)}, U-Net {n_params / 1e6:.2f} M params, "
           f"{type(model.sde).__name__} sigma_max={getattr(model.sde, 'sigma_max', '-')}, workdir {workdir}"
@@ -121,15 +124,25 @@ def _init_from(checkpoint: str, image_shape: tuple) -> tuple:
     return model, record
 
 
+def _load_model(checkpoint, device, bf16: bool = False):
+    """A score model by name or path, as a UserError when it cannot be loaded; bf16: its network runs
+    under bfloat16 autocast (ScoreModel.autocast)."""
+    import torch
+    from . import load_score_model
+    try:
+        model = load_score_model(checkpoint, device=device)
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(str(e)) from e
+    model.autocast = torch.bfloat16 if bf16 else None
+    return model
+
+
 # ---------------------------------------------------------------------------------------- sample
 def cmd_sample(args) -> int:
     import torch
-    from . import load_score_model, pc_sample
+    from . import pc_sample
     _check_image_output(args.output)
-    try:
-        model = load_score_model(args.checkpoint, device=_device(args.device))
-    except (FileNotFoundError, ValueError) as e:
-        raise UserError(str(e)) from e
+    model = _load_model(args.checkpoint, _device(args.device), args.bf16)
     g = torch.Generator(device=_device(args.device)).manual_seed(args.seed)
     x = pc_sample(model, (args.n, *model.image_shape), steps=args.steps, snr=args.snr, generator=g,
                   progress=not args.quiet).clamp(0, 1)
@@ -269,7 +282,7 @@ def cmd_solve(args) -> int:
     """Reconstruct from a measurement file, or from the simulated measurement of an image."""
     import torch
     import torch.nn.functional as F
-    from . import load_score_model, solve
+    from . import solve
     from .data.dicom import is_dicom
     if args.mask is None:
         args.mask = {"mri": "equispaced", "inpaint": "box"}.get(args.task)
@@ -283,10 +296,7 @@ def cmd_solve(args) -> int:
     if args.output.endswith(".dcm") and (args.input is None or not is_dicom(source)):
         raise UserError("a .dcm output needs a DICOM input image (its identifiers and HU scaling are kept)")
     device = _device(args.device)
-    try:
-        model = load_score_model(args.checkpoint or DEFAULT_CHECKPOINTS[args.task], device=device)
-    except (FileNotFoundError, ValueError) as e:
-        raise UserError(str(e)) from e
+    model = _load_model(args.checkpoint or DEFAULT_CHECKPOINTS[args.task], device, args.bf16)
     affine = None
     if args.measurement is not None:
         fm, y = _measured_problem(source, args, tuple(model.image_shape))
@@ -347,11 +357,11 @@ def cmd_generate(args) -> int:
     """Class-conditional samples: the unconditional score plus grad log p_t(class | x_t) (Bayes rule)."""
     import torch
     from forward_models import ClassifierGuidance
-    from . import load_classifier, load_score_model, solve
+    from . import load_classifier, solve
     _check_image_output(args.output)
     device = _device(args.device)
+    model = _load_model(args.checkpoint, device, args.bf16)
     try:
-        model = load_score_model(args.checkpoint, device=device)
         classifier = load_classifier(args.classifier, device=device)
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from e
@@ -377,16 +387,13 @@ def cmd_demo(args) -> int:
     import numpy as np
     import torch
     from forward_models import SparseViewCT
-    from . import load_score_model, solve
+    from . import solve
     from .baselines import fbp, fista_tv
     from .checkpoints import WEIGHTS_DIR
     from .metrics import psnr, ssim
     from .plotting import save_panels
 
-    try:
-        model = load_score_model(args.checkpoint, device=_device(args.device))
-    except (FileNotFoundError, ValueError) as e:
-        raise UserError(str(e)) from e
+    model = _load_model(args.checkpoint, _device(args.device))
     if tuple(model.image_shape) != (1, 64, 64):
         raise UserError(f"the demo needs a 1x64x64 score model; {args.checkpoint} is for "
                         f"{'x'.join(map(str, model.image_shape))} images")
@@ -455,6 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "training workdir's state; its architecture and SDE are kept): fine-tune a prior on "
                         "your own data or with another --weighting. Ignored when the workdir already holds a "
                         "training state")
+    t.add_argument("--cpu-bf16", action="store_true",
+                   help="bfloat16 autocast on CPU too (it is always on for CUDA): about 2x faster on CPUs with "
+                        "AVX512-BF16 or AMX, slow elsewhere; may be switched when resuming (the checkpoint "
+                        "records which steps ran in which precision)")
     t.add_argument("--no-augment", action="store_true")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--quiet", action="store_true")
@@ -467,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--snr", type=float, default=0.16)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device")
+    s.add_argument("--bf16", action="store_true", help="run the score network under bfloat16 autocast: about 2x "
+                   "faster on CPUs with AVX512-BF16 or AMX (and on GPUs)")
     s.add_argument("--quiet", action="store_true")
     s.add_argument("-o", "--output", required=True, help=".png grid or .npy array")
     s.set_defaults(func=cmd_sample)
@@ -502,6 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--resize", action="store_true", help="resample the input to the checkpoint's size")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--device")
+    v.add_argument("--bf16", action="store_true", help="run the score network under bfloat16 autocast: about 2x "
+                   "faster on CPUs with AVX512-BF16 or AMX (and on GPUs)")
     v.add_argument("--quiet", action="store_true")
     v.set_defaults(func=cmd_solve)
 
@@ -523,6 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--snr", type=float, default=0.16)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device")
+    g.add_argument("--bf16", action="store_true", help="run the score network under bfloat16 autocast: about 2x "
+                   "faster on CPUs with AVX512-BF16 or AMX (and on GPUs)")
     g.add_argument("--quiet", action="store_true")
     g.add_argument("-o", "--output", required=True, help=".png grid or .npy array (n, C, H, W) in [0, 1]")
     g.set_defaults(func=cmd_generate)

@@ -13,6 +13,8 @@ Shapes: x (B, C, H, W), t (B,).
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -34,12 +36,19 @@ class ScoreModel(nn.Module):
 
     Satisfies the ScoreModel protocol (`.sde`, `__call__(x, t) -> score`). `config` records
     what a checkpoint needs to rebuild it (see `sgm_inverse.checkpoints`).
+
+    `autocast` (e.g. torch.bfloat16; None = off) runs the network alone under `torch.autocast` on
+    the input's device, so sampling is faster on hardware with bfloat16 kernels while the
+    preconditioning, the score and everything a sampler does with it (forward models, data
+    consistency) stay in the input's precision.
     """
 
-    def __init__(self, network: nn.Module, sde: SDE, sigma_data: float = 0.5, config: dict | None = None):
+    def __init__(self, network: nn.Module, sde: SDE, sigma_data: float = 0.5, config: dict | None = None,
+                 autocast: torch.dtype | None = None):
         super().__init__()
         self.network, self.sde, self.sigma_data = network, sde, float(sigma_data)
         self.config = dict(config or {})
+        self.autocast = autocast
 
     @property
     def image_shape(self):
@@ -60,7 +69,10 @@ class ScoreModel(nn.Module):
         c_skip, c_out = sd2 / (sigma ** 2 + sd2), sigma * self.sigma_data / (sigma ** 2 + sd2).sqrt()
         c_in = 1.0 / (sigma ** 2 + sd2).sqrt()
         x_tilde = x / append_dims(alpha, x.ndim)
-        out = self.network(append_dims(c_in, x.ndim) * x_tilde, sigma.log() / 4)
+        # no context at all when off: an autocast(enabled=False) would switch off a caller's autocast (training)
+        region = torch.autocast(x.device.type, dtype=self.autocast) if self.autocast else contextlib.nullcontext()
+        with region:
+            out = self.network(append_dims(c_in, x.ndim) * x_tilde, sigma.log() / 4)
         return append_dims(c_skip, x.ndim) * x_tilde + append_dims(c_out, x.ndim) * out.to(x.dtype)
 
     def forward(self, x: torch.Tensor, t) -> torch.Tensor:

@@ -415,3 +415,39 @@ def test_ema_from_state_is_the_exported_ema(tmp_path):
     assert not all(torch.equal(a, b) for a, b in zip(kept.network.parameters(), model.network.parameters()))
     assert kept.config["training"]["step"] == 3 and kept.config["training"]["images_seen"] == 6
     assert kept.sde.sigma_max == 5.0 and tuple(kept.image_shape) == (1, 8, 8)
+
+
+def test_cpu_bf16_may_be_switched_on_resume_and_is_recorded(tmp_path):
+    """cpu_bf16 is a speed setting: a run may turn it on when resumed, and the record says which steps
+    ran in which precision (also for a state saved before that record existed)."""
+    from safetensors.torch import load_file, save_file
+
+    from sgm_inverse import VESDE, ScoreModel, load_score_model
+    from sgm_inverse.nets import UNet, UNetConfig
+    from sgm_inverse.training import STATE_FILE, _state_metadata
+
+    def model():
+        torch.manual_seed(0)
+        return ScoreModel(UNet(UNetConfig(image_size=8, base_channels=8, channel_mult=(1, 2),
+                                          attn_resolutions=())), VESDE(0.01, 5.0))
+    data = [torch.rand(1, 8, 8) for _ in range(4)]
+    cfg = dict(batch_size=2, checkpoint_every=1, lr=1e-2, warmup_steps=1)   # the last conv starts at zero
+    train(model(), data, TrainConfig(steps=3, **cfg), tmp_path / "a", progress=False)
+    # a state from before the precision record: drop it from the saved log
+    path = tmp_path / "a" / STATE_FILE
+    meta = _state_metadata(path)
+    log = json.loads(meta["log"])
+    assert log.pop("precision") == [[0, "fp32"]]
+    save_file(load_file(path), path, metadata={**meta, "log": json.dumps(log)})
+    losses = {"a": {}, "b": {}}
+    train(model(), data, TrainConfig(steps=5, cpu_bf16=True, **cfg), tmp_path / "a", progress=False,
+          callback=lambda step, loss: losses["a"].update({step: loss}))
+    record = load_score_model(tmp_path / "a" / "ema").config["training"]
+    assert record["precision"] == [[0, "fp32"], [3, "bf16"]] and record["config"]["cpu_bf16"] is True
+    # bf16 really ran: the same steps 4 and 5 in fp32 (same batches and noise) give other losses, though close
+    train(model(), data, TrainConfig(steps=5, **cfg), tmp_path / "b", progress=False,
+          callback=lambda step, loss: losses["b"].update({step: loss}))
+    for step in (4, 5):
+        gap = abs(losses["a"][step] / losses["b"][step] - 1)
+        assert 0 < gap < 0.05, (step, losses)
+    assert load_score_model(tmp_path / "b" / "ema").config["training"]["precision"] == [[0, "fp32"]]
