@@ -26,7 +26,7 @@ def main(argv=None) -> Path:
         for r in json.loads(path.read_text())["records"]:
             row = {col: "" if key is None or r.get(key) is None else r[key] for col, key in COLUMNS.items()}
             predictor, corrector, steps, _, precision = sampler_of(r)
-            row["sampler"] = f"{predictor}, {corrector}, {steps} steps" + (", bf16 network" if precision == "bf16" else "")
+            row["sampler"] = f"{predictor}, {corrector}, {steps} steps" + (", bf16" if precision == "bf16" else "")
             # a measured training state that does not ship (yet) must not read as a shipped checkpoint
             row["shipped"] = "yes" if (WEIGHTS_DIR / f"{r['checkpoint']}.safetensors").exists() else "no"
             rows.append(row)

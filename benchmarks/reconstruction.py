@@ -619,7 +619,7 @@ def run_tuning(task: Task, args) -> dict:
                 for steps in args.steps_study:
                     r = _val_run(method, ops, model, y_val, x_val, params, args, steps)
                     rows.append({"dataset": dataset, "setting": ref.key, "method": method, "steps": steps,
-                                 "split": split, "n_val": n_val, "params": params, **r})
+                                 "split": split, "n_val": n_val, "params": params, **r, **ckpt_info})
                     tqdm.write(f"steps study {dataset} {ref.key} {method} steps={steps}: val PSNR {r['psnr']:.2f} "
                                f"{r['seconds_per_image']:.3g} s/img")
                 study = others(study) + rows
@@ -627,7 +627,7 @@ def run_tuning(task: Task, args) -> dict:
                 recommended[f"{dataset}|{method}"] = min(r["steps"] for r in rows
                                                          if r["psnr"] >= top - STEPS_TOLERANCE_DB)
             if args.samples_study:
-                rows = [{"dataset": dataset, "setting": ref.key, "method": method, "split": split, **r}
+                rows = [{"dataset": dataset, "setting": ref.key, "method": method, "split": split, **r, **ckpt_info}
                         for r in _samples_study(method, ops, model, y_val, x_val, params, args,
                                                 sorted(set(args.samples_study)))]
                 for r in rows:

@@ -11,7 +11,9 @@ and shipped steps and the commands that wrote it (the file's provenance, and eac
 own command where it was recorded), and exits with status 1 when anything is stale, so it can gate
 a commit that ships weights.
 
-Folders in HISTORICAL hold studies of earlier training states on purpose and are not checked.
+Folders in HISTORICAL hold studies of earlier training states on purpose and are not checked. Rows
+that name no checkpoint are not seen: the steps and samples studies in the tuned files recorded theirs
+only from 2026-12-02 on (the committed ones are brain64 step 2430 and ellipses64 step 1758).
 """
 from __future__ import annotations
 

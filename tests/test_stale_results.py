@@ -23,8 +23,9 @@ def results_tree(root: Path) -> Path:
                                                       {"checkpoint": "brain64", "checkpoint_step": 9}]})
     write(root / "sample_quality_brain64.json", {"records": [{"checkpoint": "brain64", "step": 9,
                                                              "command": "python sq --old"}]})
-    write(root / "ct_tuned.json", {"chosen": {"a": {"checkpoint": "brain64", "checkpoint_step": 9, "command": "tune a"},
-                                              "b": {"checkpoint": "brain64", "checkpoint_step": 10, "command": "tune b"}}})
+    write(root / "ct_tuned.json", {"chosen": {
+        "a": {"checkpoint": "brain64", "checkpoint_step": 9, "command": "tune a"},
+        "b": {"checkpoint": "brain64", "checkpoint_step": 10, "command": "tune b"}}})
     # a study of an earlier state, and a checkpoint that is not a shipped name: neither is checked
     write(root / "digits32_steps_study" / "old.json", {"records": [{"checkpoint": "brain64", "checkpoint_step": 1}]})
     write(root / "other.json", {"records": [{"checkpoint": "my_ema_7", "step": 7}]})
