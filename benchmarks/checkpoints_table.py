@@ -10,7 +10,7 @@ from pathlib import Path
 
 from common import RESULTS, markdown_table
 from sample_quality import sampler_of
-from sgm_inverse.checkpoints import WEIGHTS_DIR
+from sgm_inverse.checkpoints import shipped_weights
 
 COLUMNS = {"name": "checkpoint", "step": "step", "images seen": "images_seen", "hours": "training_hours",
            "final loss": "final_loss", "MB": "weights_mb", "n": "n_samples", "sampler": None, "FD samples": "fd_samples",
@@ -28,7 +28,7 @@ def main(argv=None) -> Path:
             predictor, corrector, steps, _, precision = sampler_of(r)
             row["sampler"] = f"{predictor}, {corrector}, {steps} steps" + (", bf16" if precision == "bf16" else "")
             # a measured training state that does not ship (yet) must not read as a shipped checkpoint
-            row["shipped"] = "yes" if (WEIGHTS_DIR / f"{r['checkpoint']}.safetensors").exists() else "no"
+            row["shipped"] = "yes" if shipped_weights(r["checkpoint"]).exists() else "no"
             rows.append(row)
     out = args.results / "checkpoints.md"
     note = ("FD on fixed random features (sgm_inverse.sample_quality, seed 0); floor = held-out half vs half. "

@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sgm_inverse.checkpoints import SHIPPED, WEIGHTS_DIR
+from sgm_inverse.checkpoints import SHIPPED, shipped_weights
 
 RESULTS = Path(__file__).parent / "results"
 # studies that compare earlier training states, kept as measured (the README cites them as such)
@@ -44,12 +44,12 @@ class Stale:
     commands: list = field(default_factory=list)
 
 
-def shipped_steps(weights_dir: Path = WEIGHTS_DIR) -> dict:
-    """{shipped name: the training step its weights were saved at} from the JSON configs
-    (no torch needed); a name whose files are missing is left out."""
+def shipped_steps() -> dict:
+    """{shipped name: the training step its weights were saved at} from the JSON configs (those in
+    $SGM_INVERSE_WEIGHTS first, like the loader); a name whose files are missing is left out."""
     steps = {}
     for name in SHIPPED:
-        cfg = weights_dir / f"{name}.json"
+        cfg = shipped_weights(name).with_suffix(".json")
         if cfg.exists():
             steps[name] = json.loads(cfg.read_text()).get("training", {}).get("step")
     return steps

@@ -20,6 +20,9 @@ from .sde import sde_from_config
 
 FORMAT = "sgm-inverse/1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+# A folder searched before WEIGHTS_DIR for shipped names: weights installed outside the package, or
+# candidate weights whose benchmarks are being re-run before they replace the shipped ones.
+WEIGHTS_ENV = "SGM_INVERSE_WEIGHTS"
 # Shipped reference checkpoints: name -> what they are (files live in WEIGHTS_DIR).
 SHIPPED = {
     "ellipses64": "random-ellipse CT phantoms, 1x64x64",
@@ -128,12 +131,21 @@ def checkpoint_paths(path: Path, create: bool = False) -> tuple[Path, Path]:
     return path / "model.safetensors", path / "config.json"
 
 
+def shipped_weights(name: str) -> Path:
+    """`<name>.safetensors` of a shipped name (its config: the same path with .json): in the folder
+    $SGM_INVERSE_WEIGHTS where that holds it, else in WEIGHTS_DIR. Read at every call."""
+    override = os.environ.get(WEIGHTS_ENV)
+    if override and (Path(override).expanduser() / f"{name}.safetensors").exists():
+        return Path(override).expanduser() / f"{name}.safetensors"
+    return WEIGHTS_DIR / f"{name}.safetensors"
+
+
 def resolve_checkpoint(name_or_path, shipped: dict = SHIPPED, kind: str = "checkpoint") -> tuple[Path, Path]:
-    """Return (weights, config) paths for a name in `shipped` (files in WEIGHTS_DIR), a directory or
+    """Return (weights, config) paths for a name in `shipped` (see shipped_weights), a directory or
     a .safetensors file; `kind` names the thing in error messages."""
     name = str(name_or_path)
     if name in shipped:
-        weights = WEIGHTS_DIR / f"{name}.safetensors"
+        weights = shipped_weights(name)
         if not weights.exists():
             raise FileNotFoundError(f"shipped {kind} {name!r} is not in this installation ({weights})")
         return weights, weights.with_suffix(".json")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sgm_inverse import VESDE, VPSDE, ScoreModel, load_score_model, save_score_model
-from sgm_inverse.checkpoints import SHIPPED
+from sgm_inverse.checkpoints import SHIPPED, WEIGHTS_DIR
 from sgm_inverse.nets import UNet, UNetConfig
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -169,3 +169,18 @@ def test_training_cost_includes_the_fine_tuning_parent():
     assert training_cost({**own, "init_from": {"checkpoint": "p", "step": 3, "images_seen": 24, "seconds": 1.5}}) \
         == {"images_seen": 64, "seconds": 3.5}
     assert training_cost({"training": {"step": 5}}) == {} and training_cost({}) == {}
+
+
+def test_weights_folder_from_the_environment_comes_first(tmp_path, monkeypatch):
+    """$SGM_INVERSE_WEIGHTS holds weights for shipped names that override the package's, name by name."""
+    from sgm_inverse.checkpoints import WEIGHTS_ENV
+    shipped = load_score_model("digits32")
+    save_score_model(tiny_model(), tmp_path / "digits32.safetensors")
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))
+    staged = load_score_model("digits32")
+    x, t = torch.rand(2, *tiny_model().image_shape), torch.tensor([0.3, 0.6])
+    assert torch.equal(staged.network(x, t), tiny_model().network(x, t))
+    assert staged.config.get("training") != shipped.config.get("training")
+    # names the folder does not hold still load from the package
+    assert load_score_model("brain64").config["training"] == json.loads(
+        (WEIGHTS_DIR / "brain64.json").read_text())["training"]

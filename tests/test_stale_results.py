@@ -54,12 +54,18 @@ def test_exit_status_says_whether_anything_is_stale(tmp_path, monkeypatch, capsy
     assert sr.main(["--results", str(fresh)]) == 0
 
 
-def test_shipped_steps_read_from_the_weights_configs():
+def test_shipped_steps_read_from_the_weights_configs(tmp_path, monkeypatch):
+    from sgm_inverse.checkpoints import WEIGHTS_DIR, WEIGHTS_ENV
     steps = sr.shipped_steps()
     for name, step in steps.items():
-        cfg = json.loads((sr.WEIGHTS_DIR / f"{name}.json").read_text())
+        cfg = json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
         assert step == cfg["training"]["step"] and isinstance(step, int)
     assert set(steps) == set(sr.SHIPPED)
+    # staged candidate weights ($SGM_INVERSE_WEIGHTS) are what the check compares against, name by name
+    (tmp_path / "brain64.safetensors").write_bytes(b"")
+    (tmp_path / "brain64.json").write_text(json.dumps({"training": {"step": steps["brain64"] + 1}}))
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))
+    assert sr.shipped_steps() == {**steps, "brain64": steps["brain64"] + 1}
 
 
 def test_committed_results_come_from_the_shipped_checkpoints():
