@@ -81,7 +81,8 @@ def find_stale(results: Path = RESULTS, steps: dict | None = None, only: str | N
             continue
         data = json.loads(path.read_text())
         by_name: dict = {}
-        for name, step, command in _checkpoint_records({k: v for k, v in data.items() if k != "provenance"}):
+        body = {k: v for k, v in data.items() if k != "provenance"} if isinstance(data, dict) else data
+        for name, step, command in _checkpoint_records(body):
             if name in steps and (only is None or name == only):
                 recorded, commands = by_name.setdefault(name, (set(), []))
                 recorded.add(step)
