@@ -115,7 +115,7 @@ def main(argv=None) -> int:
         for command in s.commands:
             print(f"    {command}")
         if s.path.name.endswith("_tuned.json"):
-            print("    (a tuned file is written by many --tune commands: the README's benchmark block lists them all)")
+            print("    (a tuned file is written by many --tune commands: benchmarks/reproduce.sh lists them all)")
     print(f"\n{len(stale)} stale file(s): re-run them with the shipped weights, tuning first")
     return 1
 

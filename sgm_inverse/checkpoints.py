@@ -23,7 +23,7 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 # A folder searched before WEIGHTS_DIR for shipped names: weights installed outside the package, or
 # candidate weights whose benchmarks are being re-run before they replace the shipped ones.
 WEIGHTS_ENV = "SGM_INVERSE_WEIGHTS"
-# Shipped reference checkpoints: name -> what they are (files live in WEIGHTS_DIR).
+# Shipped reference checkpoints: name -> what they are (files: see shipped_weights).
 SHIPPED = {
     "ellipses64": "random-ellipse CT phantoms, 1x64x64",
     "brain64": "MNI ICBM152 T1 slices, 1x64x64 (CT and MRI)",

@@ -21,7 +21,7 @@ from .nets.classifier import CLASSIFIERS
 from .sde import sde_from_config
 
 FORMAT = "sgm-inverse-classifier/1"
-# Shipped classifiers: name -> what they are (files live in WEIGHTS_DIR).
+# Shipped classifiers: name -> what they are (files: see checkpoints.shipped_weights).
 SHIPPED_CLASSIFIERS = {
     "digits32_classifier": "noise-conditional MNIST classifier for guidance, VE SDE (0.01, 25) like digits32",
     "digits32_judge": "clean-image MNIST CNN, an independent judge of generated digits (not for guidance)",
