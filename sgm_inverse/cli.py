@@ -57,7 +57,9 @@ def cmd_train(args) -> int:
     channels = sample.shape[0]
     augment = getattr(dataset, "augment", None) if not args.no_augment else None
     torch.manual_seed(args.seed)
-    record = {"data": {"dataset": dataset_name, "split": "train", "range": [0.0, 1.0]},
+    record = {"data": {"dataset": dataset_name, "split": "train", "range": [0.0, 1.0],
+                       # what the model is fitted to: sample-quality checks compare against the same augmentation
+                       "augment": getattr(augment, "__name__", type(augment).__name__) if augment else None},
               "command": "sgm-inverse " + " ".join(sys.argv[1:])}
     workdir = Path(args.workdir or f"runs/{args.dataset}")
     previous = _fine_tune_record(workdir)

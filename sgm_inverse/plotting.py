@@ -17,15 +17,57 @@ def _to_numpy_images(x) -> np.ndarray:
 def save_grid(x, path, nrow: int | None = None, pad: int = 2) -> None:
     """Tile (B, C, H, W) images in [0, 1] into one PNG (grey for C = 1, RGB for C = 3)."""
     import matplotlib.image
+    nrow = nrow or math.ceil(math.sqrt(len(x)))
+    canvas = grid_canvas(x, nrow, pad)
+    matplotlib.image.imsave(str(path), canvas[..., 0] if canvas.shape[-1] == 1 else canvas, cmap="gray",
+                            vmin=0, vmax=1)
+
+
+def grid_canvas(x, nrow: int, pad: int = 2) -> np.ndarray:
+    """(B, C, H, W) images in [0, 1] -> one (rows (H + pad) + pad, nrow (W + pad) + pad, C) canvas, white gaps."""
     imgs = _to_numpy_images(x)
     b, h, w, c = imgs.shape
-    nrow = nrow or math.ceil(math.sqrt(b))
     ncol = math.ceil(b / nrow)
     canvas = np.ones((ncol * (h + pad) + pad, nrow * (w + pad) + pad, c), dtype=np.float32)
     for i in range(b):
         r, q = divmod(i, nrow)
         canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = imgs[i]
-    matplotlib.image.imsave(str(path), canvas[..., 0] if c == 1 else canvas, cmap="gray", vmin=0, vmax=1)
+    return canvas
+
+
+def save_grid_sections(sections: dict, path, nrow: int = 8, title: str | None = None, scale: int = 1) -> None:
+    """One PNG of labelled grids stacked top to bottom: {label: (B, C, H, W) images in [0, 1]}.
+
+    E.g. {"held-out": ..., "training images, augmented as in training": ..., "samples": ...}. Each section
+    is tiled `nrow` wide at `scale` screen pixels per image pixel, under a strip with its label.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    canvases = [(k, np.kron(grid_canvas(v, nrow), np.ones((scale, scale, 1), np.float32)))
+                for k, v in sections.items() if len(v)]
+    label_px, line_px = 20, 14
+    title_lines = textwrap.wrap(title, 100) if title else []
+    width = max(max(c.shape[1] for _, c in canvases), 360)
+    height = len(title_lines) * line_px + sum(label_px + c.shape[0] for _, c in canvases) + 4
+    dpi = 100
+    fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    y = height - 2                                     # running top edge, in pixels from the bottom
+    for line in title_lines:
+        fig.text(4 / width, y / height, line, va="top", fontsize=7)
+        y -= line_px
+    for label, canvas in canvases:
+        fig.text(4 / width, (y - 3) / height, label, va="top", fontsize=9)
+        y -= label_px
+        h, w = canvas.shape[:2]
+        ax = fig.add_axes((0, (y - h) / height, w / width, h / height))
+        ax.imshow(canvas[..., 0] if canvas.shape[-1] == 1 else canvas, cmap="gray", vmin=0, vmax=1,
+                  interpolation="nearest", aspect="auto")
+        ax.set_axis_off()
+        y -= h
+    fig.savefig(str(path), dpi=dpi)
+    plt.close(fig)
 
 
 def _is_map(name: str) -> bool:

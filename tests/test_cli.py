@@ -219,6 +219,7 @@ def test_train_on_a_dicom_folder_then_resume_and_sample(tmp_path):
     cfg = json.loads((work / "ema" / "config.json").read_text())
     assert cfg["training"]["step"] == 2 and cfg["training"]["images_seen"] == 4
     assert cfg["command"].startswith("sgm-inverse train") and tuple(cfg["image_shape"]) == (1, 16, 16)
+    assert cfg["data"]["augment"] == "no_augment"        # the folder data set's (identity) augmentation, recorded
     r = run(*common, "--steps", "4")
     assert r.returncode == 0, r.stderr
     assert json.loads((work / "ema" / "config.json").read_text())["training"]["step"] == 4
@@ -249,7 +250,7 @@ def test_train_init_from_fine_tunes_a_checkpoint(tmp_path):
     parent_cfg.write_text(json.dumps({**json.loads(parent_cfg.read_text()), "shipped": {"sha256": "0" * 64}}))
     child = tmp_path / "child"
     r = run(*common, "--workdir", str(child), "--init-from", str(parent / "ema"), "--lr", "0", "--steps", "1",
-            "--weighting", "edm")
+            "--weighting", "edm", "--no-augment")
     assert r.returncode == 0, r.stderr
     a, b = load_file(str(parent / "ema" / "model.safetensors")), load_file(str(child / "ema" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -257,6 +258,7 @@ def test_train_init_from_fine_tunes_a_checkpoint(tmp_path):
     assert cfg["init_from"] == {"checkpoint": str(parent / "ema"), "step": 2, "images_seen": 4,
                                 "seconds": json.loads((parent / "ema" / "config.json").read_text())["training"]["seconds"]}
     assert cfg["training"]["config"]["weighting"] == "edm" and cfg["training"]["step"] == 1
+    assert cfg["data"]["augment"] is None                # --no-augment is recorded
     assert "shipped" not in cfg
     r = run(*common, "--workdir", str(child), "--lr", "0", "--steps", "2", "--weighting", "edm")
     assert r.returncode == 0, r.stderr

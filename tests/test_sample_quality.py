@@ -28,9 +28,10 @@ from sgm_inverse.sample_quality import RandomFeatures, feature_stats, frechet_di
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPT = BENCH / "sample_quality.py"
 KEYS = ["checkpoint", "step", "images_seen", "dataset", "n_samples", "n_heldout", "steps", "corrector",
-        "fd_samples", "fd_floor", "fd_blurred", "fd_train", "in_range_fraction", "seconds"]
-FINITE = ["n_samples", "n_heldout", "steps", "fd_samples", "fd_floor", "fd_blurred", "fd_train",
-          "in_range_fraction", "seconds"]
+        "fd_samples", "fd_floor", "fd_blurred", "fd_train", "fd_samples_train", "fd_floor_train", "mean_samples",
+        "mean_train", "mean_heldout", "in_range_fraction", "seconds"]
+FINITE = ["n_samples", "n_heldout", "steps", "fd_samples", "fd_floor", "fd_blurred", "fd_train", "fd_samples_train",
+          "fd_floor_train", "mean_samples", "mean_train", "mean_heldout", "in_range_fraction", "seconds"]
 
 
 @pytest.fixture(autouse=True)
@@ -118,7 +119,7 @@ def test_random_features_fixed_by_seed(shape):
         f0(torch.rand(2, shape[0] + 1, shape[1], shape[2]))
 
 
-def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+def bench_module():
     spec = importlib.util.spec_from_file_location("bench_sample_quality", SCRIPT)
     sys.path.insert(0, str(BENCH))
     try:
@@ -126,7 +127,11 @@ def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
         spec.loader.exec_module(mod)
     finally:
         sys.path.remove(str(BENCH))
-    return mod.gaussian_blur(x, sigma)
+    return mod
+
+
+def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    return bench_module().gaussian_blur(x, sigma)
 
 
 def halves(x: torch.Tensor, seed: int = 0):
@@ -185,8 +190,11 @@ def test_script_quick_end_to_end(tiny_checkpoint, tmp_path, dataset):
             Digits("test")
         except FileNotFoundError as err:
             pytest.skip(f"digits not prepared: {err}")
-    r = run_script("--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path), "--dataset", dataset)
+    r = run_script("--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path), "--dataset", dataset,
+                   "--save-samples", str(tmp_path / "s.npy"))
     assert r.returncode == 0, r.stderr[-3000:]
+    saved = np.load(tmp_path / "s.npy")
+    assert saved.shape == (16, 1, 32, 32) and saved.dtype == np.float32 and 0 <= saved.min() and saved.max() <= 1
     assert "fd_samples" in r.stdout                       # the table is printed
     for f in ("samples_ckpt.png", "sample_quality_ckpt.json", "sample_quality_ckpt.md"):
         assert (tmp_path / f).stat().st_size > 0, f
@@ -202,6 +210,7 @@ def test_script_quick_end_to_end(tiny_checkpoint, tmp_path, dataset):
     assert 0 <= rec["in_range_fraction"] <= 1 and rec["fd_floor"] >= 0
     # an untrained network's samples are nothing like digits / phantoms: far above the real-vs-real floor
     assert rec["fd_samples"] > 2 * rec["fd_floor"]
+    assert rec["fd_samples_train"] > 2 * rec["fd_floor_train"]
 
     table = subprocess.run([sys.executable, str(BENCH / "checkpoints_table.py"), "--results", str(tmp_path)],
                            capture_output=True, text=True, timeout=60)
@@ -218,9 +227,82 @@ def test_script_keeps_one_record_per_sampler(tiny_checkpoint, tmp_path):
         assert r.returncode == 0, r.stderr[-3000:]
     records = json.loads((tmp_path / "sample_quality_ckpt.json").read_text())["records"]
     assert [r["predictor"] for r in records] == ["reverse_diffusion", "ancestral"]
+    # one grid per sampler: the default predictor's under the plain name
+    grids = {p.name for p in tmp_path.glob("samples_*.png")}
+    assert grids == {"samples_ckpt.png", "samples_ckpt_reverse_diffusion.png"}
     assert all("command" in r and "date" in r for r in records)
     table = subprocess.run([sys.executable, str(BENCH / "checkpoints_table.py"), "--results", str(tmp_path)],
                            capture_output=True, text=True, timeout=60)
     assert table.returncode == 0, table.stderr[-3000:]
     md = (tmp_path / "checkpoints.md").read_text()
     assert "| reverse_diffusion, none, 10 steps |" in md and "| ancestral, none, 10 steps |" in md
+
+
+def test_training_reference_is_the_augmented_training_distribution():
+    """trained_on draws training images through the data set's augment: seeded, not the raw images, and
+    for brain (held-out = the mid-brain slabs) far closer to a second draw than to the held-out slices."""
+    from sgm_inverse.data import BrainSlices
+    try:
+        raw = BrainSlices("train").images
+        heldout = torch.cat([BrainSlices(s).images for s in ("val", "test")])
+    except FileNotFoundError as err:
+        pytest.skip(f"brain not prepared: {err}")
+    trained_on = bench_module().trained_on
+    a, a2, b = trained_on("brain", 64, 128, 1), trained_on("brain", 64, 128, 1), trained_on("brain", 64, 128, 2)
+    assert a.shape == (128, 1, 64, 64) and torch.equal(a, a2) and not torch.equal(a, b)
+    assert 0 <= a.min() and a.max() <= 1
+    # augmented: no draw is one of the 162 raw slices (nearest raw slice is > 1e-3 away in mean abs difference)
+    nearest = torch.cdist(a.flatten(1), raw.flatten(1), p=1).min(1).values / a[0].numel()
+    assert (nearest > 1e-3).all()
+    # Measured: draw vs draw 0.0026, draw vs held-out 0.25: the splits differ by construction, so an FD to
+    # held-out slices alone would mix sample quality with that shift.
+    floor = sample_fd(a, b)
+    assert sample_fd(a, heldout) > 20 * floor
+    assert sample_fd(a, raw) < sample_fd(a, heldout) / 5
+
+
+def test_grid_sections_layout(tmp_path):
+    """Sections stack top to bottom at the images' pixel size: a black section and a white one land where
+    their labels say, with the white gaps of the grid between images."""
+    import matplotlib.image
+
+    from sgm_inverse.plotting import grid_canvas, save_grid_sections
+    black, white = torch.zeros(16, 1, 20, 20), torch.ones(8, 1, 20, 20)
+    canvas = grid_canvas(black, nrow=8)
+    assert canvas.shape == (2 * 22 + 2, 8 * 22 + 2, 1)
+    assert canvas[2:22, 2:22].max() == 0 and canvas[0].min() == 1 and canvas[22:24, 2:22].min() == 1
+    path = tmp_path / "g.png"
+    save_grid_sections({"black": black, "white": white}, path, nrow=8, scale=2)
+    img = matplotlib.image.imread(str(path))[..., :3].mean(-1)
+    assert img.shape == (4 + 20 + 2 * 46 + 20 + 2 * 24, 360)        # label strips + scaled canvases; min width 360
+    black_rows = np.flatnonzero((img[:, 4:40] < 0.05).all(1))        # rows crossing the first black image
+    assert len(black_rows) >= 2 * 20 - 2 and black_rows.min() > 20   # below the first label strip
+    assert img[black_rows.max() + 30:, 4:40].min() > 0.9             # the section after it is white
+
+
+def test_was_augmented_reads_the_record_then_the_command():
+    was_augmented = bench_module().was_augmented
+    assert was_augmented({"data": {"augment": "digit_jitter"}})
+    assert not was_augmented({"data": {"augment": None}, "command": "sgm-inverse train digits"})
+    assert not was_augmented({"data": {"augment": "no_augment"}})
+    # checkpoints from before the record: the command says it
+    assert was_augmented({"data": {}, "command": "sgm-inverse train digits32 --steps 9"})
+    assert not was_augmented({"data": {}, "command": "sgm-inverse train digits --no-augment --init-from digits32"})
+
+
+def test_data_shift_script_on_digits(tmp_path):
+    """benchmarks/data_shift.py: digits' bilinear jitter moves the training digits away from the test digits
+    (measured 0.052 against 0.0046 raw), bicubic resampling much less (0.019)."""
+    try:
+        Digits("test")
+    except FileNotFoundError as err:
+        pytest.skip(f"digits not prepared: {err}")
+    r = subprocess.run([sys.executable, str(BENCH / "data_shift.py"), "--datasets", "digits", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    rec, = json.loads((tmp_path / "data_shift.json").read_text())["records"]
+    assert rec["augment"] == "digit_jitter" and rec["n"] == 500
+    assert rec["raw_train_vs_heldout"] < rec["heldout_floor"]
+    assert rec["augmented_vs_heldout"] > 4 * rec["raw_train_vs_heldout"]
+    assert rec["bicubic_vs_heldout"] < rec["augmented_vs_heldout"] / 2
+    assert rec["shift_bicubic_vs_heldout"] < rec["shift_bilinear_vs_heldout"] / 2

@@ -16,7 +16,7 @@ def random_affine_elastic(batch: torch.Tensor, generator: torch.Generator | None
                           max_rotate_deg: float = 10.0, max_scale: float = 0.1,
                           max_shift: float = 0.05, elastic_alpha: float = 0.05,
                           elastic_grid: int = 4, intensity_scale=(0.9, 1.1),
-                          padding_mode: str = "zeros") -> torch.Tensor:
+                          padding_mode: str = "zeros", mode: str = "bilinear") -> torch.Tensor:
     """Random rotation, zoom, shift, smooth elastic warp and intensity scaling.
 
     batch: (B, C, H, W) in [0, 1]. Per image: angle ~ U(±max_rotate_deg), zoom
@@ -24,6 +24,11 @@ def random_affine_elastic(batch: torch.Tensor, generator: torch.Generator | None
     of ``elastic_grid``² Gaussian control values (std ``elastic_alpha`` in units of the
     half-width, i.e. ≈ alpha·H/2 pixels) upsampled bicubically (smooth by construction),
     then a gain ~ U(intensity_scale). Returns (B, C, H, W), clamped to [0, 1].
+
+    ``mode`` is grid_sample's interpolation. Bilinear resampling at a sub-pixel offset low-passes the
+    image: on 32×32 digits a random shift alone moves the Fréchet distance to the test digits from 0.0046
+    (raw training digits) to 0.050, bicubic to 0.016 (``benchmarks/data_shift.py``). The default stays bilinear so that the
+    committed training states resume as they ran.
     """
     if batch.ndim != 4:
         raise ValueError(f"expected a batch (B, C, H, W), got shape {tuple(batch.shape)}")
@@ -41,7 +46,7 @@ def random_affine_elastic(batch: torch.Tensor, generator: torch.Generator | None
         ctrl = torch.randn(b, 2, elastic_grid, elastic_grid, generator=generator, device=dev, dtype=dt)
         disp = F.interpolate(ctrl * elastic_alpha, size=(h, w), mode="bicubic", align_corners=True)
         grid = grid + disp.permute(0, 2, 3, 1)
-    out = F.grid_sample(batch, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+    out = F.grid_sample(batch, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
     lo, hi = intensity_scale
     gain = lo + (hi - lo) * (u[:, 4] + 1) / 2
     return (out * gain.view(b, 1, 1, 1)).clamp_(0, 1)

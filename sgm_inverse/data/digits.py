@@ -54,11 +54,11 @@ def split_rows(labels: np.ndarray, split: str) -> np.ndarray:
     return {s: rng.permutation(np.concatenate(p)) for s, p in parts.items()}[split]
 
 
-def digit_jitter(batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def digit_jitter(batch: torch.Tensor, generator: torch.Generator | None = None, **kw) -> torch.Tensor:
     """Small rotation / zoom / shift / elastic warp of (B, C, H, W) digits; no flips,
-    which would turn digits into other symbols."""
-    return random_affine_elastic(batch, generator, max_rotate_deg=10, max_scale=0.1,
-                                 max_shift=0.06, elastic_alpha=0.04)
+    which would turn digits into other symbols. ``kw`` overrides `random_affine_elastic`'s arguments."""
+    return random_affine_elastic(batch, generator, **{"max_rotate_deg": 10, "max_scale": 0.1, "max_shift": 0.06,
+                                                      "elastic_alpha": 0.04, **kw})
 
 
 class Digits(Dataset):
