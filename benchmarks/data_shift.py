@@ -23,6 +23,7 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sgm_inverse.data import get_dataset
 from sgm_inverse.sample_quality import sample_fd
 
 from common import RESULTS, markdown_table, write_results
@@ -34,30 +35,27 @@ COLUMNS = ["dataset", "n", "augment", "heldout_floor", "raw_train_vs_heldout", "
            "shift_bicubic_vs_heldout", "seconds"]
 
 
-def augment_with(ds_name: str, size: int, n: int, seed: int, **kw) -> torch.Tensor:
-    raw = trained_on(ds_name, size, n, seed, augmented=False)
-    from sgm_inverse.data import get_dataset
-    aug = get_dataset(ds_name, "train", image_size=size).augment
-    return aug(raw, torch.Generator().manual_seed(seed + 100), **kw)
-
-
 def measure(name: str, size: int, n: int) -> dict:
     t0 = time.perf_counter()
     heldout, split = heldout_images(name, size, n)
     perm = torch.randperm(len(heldout), generator=torch.Generator().manual_seed(0))
     raw = load_images(name, "train", size, n)
-    a, b = trained_on(name, size, n, 1), trained_on(name, size, n, 2)
-    from sgm_inverse.data import get_dataset
-    aug = get_dataset(name, "train", image_size=size).augment
-    rec = {"dataset": name, "heldout_split": split, "n": len(heldout), "augment": aug.__name__,
+    ds = get_dataset(name, "train", image_size=size)
+    a, b = trained_on(ds, n, 1), trained_on(ds, n, 2)
+    rec = {"dataset": name, "heldout_split": split, "n": len(heldout), "augment": ds.augment.__name__,
            "heldout_floor": sample_fd(heldout[perm[:len(perm) // 2]], heldout[perm[len(perm) // 2:]]),
            "raw_train_vs_heldout": sample_fd(raw, heldout), "augmented_vs_heldout": sample_fd(a, heldout),
            "augmented_vs_raw_train": sample_fd(a, raw), "augmented_floor": sample_fd(a, b)}
-    if aug.__name__ in ("random_affine_elastic", "digit_jitter"):
+    if ds.augment.__name__ in ("random_affine_elastic", "digit_jitter"):   # the ones that take mode=
+        drawn = trained_on(ds, n, 1, augmented=False)
+
+        def variant(**kw):  # the same draw and augmentation seed for every variant
+            return sample_fd(ds.augment(drawn, torch.Generator().manual_seed(101), **kw), heldout)
+
         still = {"max_rotate_deg": 0, "max_scale": 0, "elastic_alpha": 0, "intensity_scale": (1, 1)}
-        rec["bicubic_vs_heldout"] = sample_fd(augment_with(name, size, n, 1, mode="bicubic"), heldout)
+        rec["bicubic_vs_heldout"] = variant(mode="bicubic")
         for mode in ("bilinear", "bicubic"):
-            rec[f"shift_{mode}_vs_heldout"] = sample_fd(augment_with(name, size, n, 1, mode=mode, **still), heldout)
+            rec[f"shift_{mode}_vs_heldout"] = variant(mode=mode, **still)
     rec["seconds"] = time.perf_counter() - t0
     return rec
 

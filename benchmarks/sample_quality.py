@@ -97,13 +97,13 @@ def heldout_images(name: str, image_size: int, n: int) -> tuple[torch.Tensor, st
     return heldout, "val+test"
 
 
-def trained_on(name: str, image_size: int, n: int, seed: int, augmented: bool = True) -> torch.Tensor:
-    """n training images as the model saw them: drawn with replacement, then (`augmented`) the data set's augment.
+def trained_on(ds, n: int, seed: int, augmented: bool = True) -> torch.Tensor:
+    """n images of the training data set `ds` as the model saw them: drawn with replacement, then (`augmented`)
+    `ds.augment`.
 
     This is the distribution a score model is fitted to. Held-out images can come from another one (brain: the
     mid-brain slabs; patches: other photographs), so FD to them mixes sample quality with that shift.
     """
-    ds = get_dataset(name, "train", image_size=image_size)
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randint(len(ds), (n,), generator=gen).tolist()
     items = [ds[i] for i in idx]
@@ -204,7 +204,8 @@ def main(argv=None) -> dict:
     train = load_images(dataset, "train", shape[-1], args.n)
     # two independent draws of the training distribution (seeds 1, 2): the reference and its floor at n vs n
     augmented = was_augmented(model.config)
-    seen_a, seen_b = (trained_on(dataset, shape[-1], args.n, seed, augmented) for seed in (1, 2))
+    train_set = get_dataset(dataset, "train", image_size=shape[-1])
+    seen_a, seen_b = (trained_on(train_set, args.n, seed, augmented) for seed in (1, 2))
     if heldout.shape[1:] != shape:
         raise SystemExit(f"data set {dataset!r} gives images {tuple(heldout.shape[1:])}, model expects {shape}")
 
