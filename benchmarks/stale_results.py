@@ -61,8 +61,9 @@ def _checkpoint_records(obj):
         if "checkpoint" in obj:
             step = obj.get("checkpoint_step", obj.get("step"))
             yield str(obj["checkpoint"]), step, obj.get("command")
-        for value in obj.values():
-            yield from _checkpoint_records(value)
+        for key, value in obj.items():
+            if key != "init_from":  # the weights a fine-tune started from: not what was measured
+                yield from _checkpoint_records(value)
     elif isinstance(obj, list):
         for value in obj:
             yield from _checkpoint_records(value)

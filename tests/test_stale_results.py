@@ -29,6 +29,9 @@ def results_tree(root: Path) -> Path:
     # a study of an earlier state, and a checkpoint that is not a shipped name: neither is checked
     write(root / "digits32_steps_study" / "old.json", {"records": [{"checkpoint": "brain64", "checkpoint_step": 1}]})
     write(root / "other.json", {"records": [{"checkpoint": "my_ema_7", "step": 7}]})
+    # a fine-tune's record names the shipped weights it started from: not a measurement of them
+    write(root / "finetune.json", {"records": [{"checkpoint": "brain64_ft", "step": 3,
+                                                "init_from": {"checkpoint": "brain64", "step": 9}}]})
     return root
 
 
