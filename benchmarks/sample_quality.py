@@ -239,6 +239,8 @@ def main(argv=None) -> dict:
         "mean_heldout": float(heldout.mean()),
         "in_range_fraction": float(((raw >= -0.25) & (raw <= 1.25)).float().mean()),
         "seconds": seconds, "features": "RandomFeatures(seed=0, n_features=64)",
+        # the start x_T ~ N(prior_mean, std(T)^2 I) (ScoreModel.prior_mean) or N(0, std(T)^2 I) (None)
+        "prior_mean_norm": None if model.prior_mean is None else float(model.prior_mean.norm()),
     }
 
     prov = provenance(device)

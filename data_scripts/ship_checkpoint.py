@@ -47,7 +47,8 @@ def ship(name: str, source: Path, weights_dir: Path = WEIGHTS_DIR) -> Path:
     t = config["training"]
     n_params = sum(p.numel() for p in model.parameters())
     print(f"shipped {name}: {out} ({mb:.1f} MB, {n_params / 1e6:.2f} M params, step {t['step']}, "
-          f"{t['images_seen']} images, {t['seconds'] / 3600:.2f} h on {t['device']}, loss {t['final_loss']:.4f})")
+          f"{t['images_seen']} images, {t['seconds'] / 3600:.2f} h on {t['device']}, loss {t['final_loss']:.4f}, "
+          f"prior mean {'none' if model.prior_mean is None else f'|mean| {float(model.prior_mean.norm()):.2f}'})")
     return out
 
 

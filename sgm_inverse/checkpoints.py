@@ -3,7 +3,8 @@
 A score-model checkpoint is either a directory holding `config.json` and `model.safetensors`,
 or a pair `<name>.safetensors` + `<name>.json`. The config records everything needed to rebuild
 the model: {"format", "sde": {...}, "network": {"type", ...}, "sigma_data", "image_shape",
-"data": {...}, "training": {...}}.
+"data": {...}, "training": {...}}. The weights file may also hold `prior_mean`, the training-data mean
+image the samplers start from (ScoreModel.prior_mean).
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ SHIPPED = {
     "digits32": "MNIST digits, 1x32x32",
     "patches32": "colour photo patches, 3x32x32",
 }
+# The training-data mean image (ScoreModel.prior_mean) in the weights file, beside the network's tensors.
+PRIOR_MEAN_KEY = "prior_mean"
 _PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"}
 
 
@@ -117,7 +120,10 @@ def save_score_model(model: ScoreModel, path, **extra) -> Path:
     `<stem>.safetensors` + `<stem>.json` (path ending in .safetensors)."""
     path = Path(path)
     weights, cfg_path = checkpoint_paths(path, create=True)
-    atomic_save_tensors(model.network.state_dict(), weights)
+    tensors = dict(model.network.state_dict())
+    if getattr(model, "prior_mean", None) is not None:
+        tensors[PRIOR_MEAN_KEY] = model.prior_mean
+    atomic_save_tensors(tensors, weights)
     atomic_write_bytes(cfg_path, json.dumps(model_config(model, **extra), indent=2).encode())
     return weights
 
@@ -170,5 +176,8 @@ def load_score_model(name_or_path, device=None) -> ScoreModel:
     weights, cfg_path = resolve_checkpoint(name_or_path)
     config = json.loads(cfg_path.read_text())
     model = build_score_model(config)
-    model.network.load_state_dict(load_file(str(weights), device="cpu"))
+    tensors = load_file(str(weights), device="cpu")
+    mean = tensors.pop(PRIOR_MEAN_KEY, None)
+    model.network.load_state_dict(tensors)
+    model.prior_mean = mean
     return model.eval().requires_grad_(False).to(device or "cpu")

@@ -44,11 +44,26 @@ class ScoreModel(nn.Module):
     """
 
     def __init__(self, network: nn.Module, sde: SDE, sigma_data: float = 0.5, config: dict | None = None,
-                 autocast: torch.dtype | None = None):
+                 autocast: torch.dtype | None = None, prior_mean: torch.Tensor | None = None):
         super().__init__()
         self.network, self.sde, self.sigma_data = network, sde, float(sigma_data)
         self.config = dict(config or {})
         self.autocast = autocast
+        self.prior_mean = prior_mean
+
+    @property
+    def prior_mean(self) -> torch.Tensor | None:
+        """Mean image (C, H, W) of the training data, or None (then samplers start at N(0, std(T)^2 I)).
+
+        p_T = p_data * N(0, std(T)^2 I) has mean alpha(T) E[x_0], not 0: a VE model whose sigma_max is not
+        large against |E[x_0]| (patches32: |mean| = 26 at sigma_max = 25) started at 0 favours images of small
+        norm (dark ones). `SDE.prior_sampling(mean=...)` starts at the right mean. A buffer: it follows .to().
+        """
+        return self._buffers.get("_prior_mean")
+
+    @prior_mean.setter
+    def prior_mean(self, mean: torch.Tensor | None) -> None:
+        self.register_buffer("_prior_mean", None if mean is None else mean.detach().clone(), persistent=False)
 
     @property
     def image_shape(self):

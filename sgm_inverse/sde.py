@@ -52,10 +52,19 @@ class SDE(abc.ABC):
         return float(self.scale_std(torch.tensor([self.T], dtype=torch.float64))[1])
 
     def prior_sampling(self, shape, generator: torch.Generator | None = None, device=None,
-                       dtype=torch.float32) -> torch.Tensor:
-        """Draw x_T ~ N(0, std(T)^2 I) (the data-independent approximation of p_T)."""
+                       dtype=torch.float32, mean: torch.Tensor | None = None) -> torch.Tensor:
+        """Draw x_T ~ N(alpha(T) mean, std(T)^2 I), shape (B, ...); mean (...) is the data mean E[x_0].
+
+        p_T = p_data * N(0, std(T)^2 I) has mean alpha(T) E[x_0]; without `mean` this is the
+        data-independent N(0, std(T)^2 I), which is off by |E[x_0]| / std(T) standard deviations
+        (negligible for VP / sub-VP, where alpha(T) ~ 0; not for a VE sigma_max near |E[x_0]|).
+        """
         z = torch.randn(shape, generator=generator, device=device, dtype=dtype)
-        return z * self.prior_std()
+        x = z * self.prior_std()
+        if mean is not None:
+            alpha = float(self.scale_std(torch.tensor([self.T], dtype=torch.float64))[0])
+            x = x + alpha * mean.to(device=x.device, dtype=dtype)
+        return x
 
     def prior_logp(self, z: torch.Tensor) -> torch.Tensor:
         s2 = self.prior_std() ** 2

@@ -138,8 +138,10 @@ class EMA:
             e.copy_(b)
 
 
-def _state_tensors(net, ema, opt, gens) -> dict:
+def _state_tensors(net, ema, opt, gens, data_sum: torch.Tensor | None = None) -> dict:
     out = {f"model.{k}": v for k, v in net.state_dict().items()}
+    if data_sum is not None:
+        out["data.sum"] = data_sum
     out.update({f"ema.{k}": v for k, v in ema.module.state_dict().items()})
     for pid, st in opt.state_dict()["state"].items():
         out.update({f"optim.{pid}.{k}": torch.as_tensor(v) for k, v in st.items()})
@@ -159,7 +161,8 @@ def _with_prefix(tensors: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def _load_state(path: Path, net, ema, opt, gens) -> tuple[int, dict]:
+def _load_state(path: Path, net, ema, opt, gens) -> tuple[int, dict, torch.Tensor | None]:
+    """(step, log, the running sum of the training images seen since it was first recorded, or None)."""
     meta = _state_metadata(path)
     tensors = load_file(str(path))
     net.load_state_dict(_with_prefix(tensors, "model."))
@@ -175,7 +178,7 @@ def _load_state(path: Path, net, ema, opt, gens) -> tuple[int, dict]:
     opt.load_state_dict(opt_sd)
     for name, g in gens.items():
         g.set_state(tensors[f"rng.{name}"])
-    return int(meta["step"]), json.loads(meta.get("log", "{}"))
+    return int(meta["step"]), json.loads(meta.get("log", "{}")), tensors.get("data.sum")
 
 
 def ema_from_state(workdir) -> ScoreModel:
@@ -192,7 +195,11 @@ def ema_from_state(workdir) -> ScoreModel:
     model = build_score_model({**json.loads(meta["model_config"]), "training": {
         "step": step, "images_seen": step * config["batch_size"] * int(meta.get("world_size", 1)),
         "seconds": seconds, "config": config}})
-    model.network.load_state_dict(_with_prefix(load_file(str(path)), "ema."))
+    tensors = load_file(str(path))
+    model.network.load_state_dict(_with_prefix(tensors, "ema."))
+    count = json.loads(meta.get("log", "{}")).get("data_count")
+    if "data.sum" in tensors and count:
+        model.prior_mean = (tensors["data.sum"] / count).to(torch.float32)
     return model.eval().requires_grad_(False)
 
 
@@ -234,11 +241,17 @@ def train(model: ScoreModel, dataset, config: TrainConfig, workdir, *, augment=N
     gens = {"data": torch.Generator().manual_seed(config.seed * 1000 + rank),
             "noise": torch.Generator(device=device).manual_seed(config.seed * 1000 + 500 + rank)}
     step, log = 0, {"losses": [], "seconds": 0.0}
+    # Running sum of every training image as the network saw it (after augmentation), for the prior mean
+    # of the checkpoint (ScoreModel.prior_mean); log["data_count"] images. A state saved before this record
+    # starts counting at its resumption.
+    data_sum = None
     state_path = workdir / STATE_FILE
     saved = None
     if state_path.exists():
         saved = _check_resume_config(state_path, config)
-        step, log = _load_state(state_path, model.network, ema, opt, gens)
+        step, log, saved_sum = _load_state(state_path, model.network, ema, opt, gens)
+        if saved_sum is not None:
+            data_sum = saved_sum.to(torch.float64)
         if rank == 0 and progress:
             print(f"resuming from {state_path} at step {step}")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -260,19 +273,27 @@ def train(model: ScoreModel, dataset, config: TrainConfig, workdir, *, augment=N
         meta = {"step": str(step), "log": json.dumps(log), "train_config": json.dumps(asdict(config)),
                 "param_groups": json.dumps(opt.state_dict()["param_groups"]), "world_size": str(world),
                 "model_config": json.dumps(model_config(model))}
-        atomic_save_tensors(_state_tensors(model.network, ema, opt, gens), state_path, metadata=meta)
-        ema_model = ScoreModel(ema.module, model.sde, model.sigma_data, config=model.config)
+        atomic_save_tensors(_state_tensors(model.network, ema, opt, gens, data_sum), state_path, metadata=meta)
+        ema_model = ema_score_model()
         save_score_model(ema_model, workdir / "ema", training={
             "step": step, "images_seen": step * config.batch_size * world, "seconds": log["seconds"],
             "final_loss": running, "config": asdict(config), "world_size": world, "device": str(device),
-            "precision": log["precision"]},
+            "precision": log["precision"], "prior_mean_images": log.get("data_count")},
             **(record or {}))
+
+    def ema_score_model() -> ScoreModel:
+        mean = None if data_sum is None else (data_sum / log["data_count"]).to(torch.float32)
+        return ScoreModel(ema.module, model.sde, model.sigma_data, config=model.config, prior_mean=mean)
 
     bar = tqdm(total=config.steps, initial=step, disable=not progress or rank != 0, desc="training")
     while step < config.steps:
         x0 = draw_batch(dataset, config.batch_size, gens["data"])
         if augment is not None:
             x0 = augment(x0, gens["data"])
+        if data_sum is None:
+            data_sum, log["data_count"] = torch.zeros(x0.shape[1:], dtype=torch.float64), 0
+        data_sum += x0.sum(0, dtype=torch.float64)
+        log["data_count"] = log.get("data_count", 0) + x0.shape[0]
         x0 = x0.to(device)
         t = torch.rand(x0.shape[0], generator=gens["noise"], device=device) * (T - eps) + eps
         z = torch.randn(x0.shape, generator=gens["noise"], device=device)
@@ -308,4 +329,4 @@ def train(model: ScoreModel, dataset, config: TrainConfig, workdir, *, augment=N
         if out_of_time:
             break
     bar.close()
-    return ScoreModel(ema.module, model.sde, model.sigma_data, config=model.config).eval()
+    return ema_score_model().eval()

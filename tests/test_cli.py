@@ -253,6 +253,8 @@ def test_train_init_from_fine_tunes_a_checkpoint(tmp_path):
             "--weighting", "edm", "--no-augment")
     assert r.returncode == 0, r.stderr
     a, b = load_file(str(parent / "ema" / "model.safetensors")), load_file(str(child / "ema" / "model.safetensors"))
+    # the network is the parent's (lr 0); the prior mean is that of the child's own training images
+    assert a.pop("prior_mean").shape == b.pop("prior_mean").shape == (1, 16, 16)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     cfg = json.loads((child / "ema" / "config.json").read_text())
     assert cfg["init_from"] == {"checkpoint": str(parent / "ema"), "step": 2, "images_seen": 4,

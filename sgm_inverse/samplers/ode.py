@@ -55,13 +55,16 @@ def dopri5(f, x, t0: float, t1: float, rtol: float, atol: float, max_steps: int 
 def ode_sample(score_model, shape, *, steps: int | None = None, rtol: float = 1e-5, atol: float = 1e-5,
                generator: torch.Generator | None = None, denoise: bool = True, x_init=None,
                device=None, dtype=torch.float32, info: dict | None = None) -> torch.Tensor:
-    """Samples (B, ...) by integrating the probability-flow ODE; NFE goes to `info["nfe"]`."""
+    """Samples (B, ...) by integrating the probability-flow ODE; NFE goes to `info["nfe"]`.
+
+    Starts like `pc_sample`: `x_init`, or the prior at the model's `prior_mean` (0 when it has none)."""
     counter = CountingScore(score_model)
     sde = score_model.sde
     rsde = sde.reverse(counter, probability_flow=True)
     if x_init is None:
         device = device if device is not None else (generator.device if generator is not None else None)
-        x = sde.prior_sampling(shape, generator=generator, device=device, dtype=dtype)
+        x = sde.prior_sampling(shape, generator=generator, device=device, dtype=dtype,
+                               mean=getattr(score_model, "prior_mean", None))
     else:
         x = x_init
 

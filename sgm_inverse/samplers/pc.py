@@ -24,6 +24,8 @@ def pc_sample(score_model, shape, *, steps: int = 1000, predictor="reverse_diffu
               device=None, dtype=torch.float32, info: dict | None = None) -> torch.Tensor:
     """Draw samples of shape (B, ...) by alternating corrector and predictor updates from t = T to eps.
 
+    Starts at `x_init` or x_T ~ N(alpha(T) m, std(T)^2 I), m = `score_model.prior_mean` where the model carries
+    its training-data mean (else 0; see `SDE.prior_sampling`).
     NFE = steps * (1 + corrector_steps) + [denoise]; written to `info["nfe"]` when `info` is a dict.
     `conditioner` plugs a measurement in (see `hooks.Conditioner`); `callback(i, t, x, x_mean)` sees every step.
     """
@@ -40,7 +42,8 @@ def _pc_loop(score_model, shape, steps, predictor, corrector, corrector_steps, s
     score_fn, sde = cond.score(counter), score_model.sde
     if x_init is None:
         device = device if device is not None else (generator.device if generator is not None else None)
-        x = sde.prior_sampling(shape, generator=generator, device=device, dtype=dtype)
+        x = sde.prior_sampling(shape, generator=generator, device=device, dtype=dtype,
+                               mean=getattr(score_model, "prior_mean", None))
     else:
         x = x_init
     grid = time_grid(sde, steps, device=x.device)
