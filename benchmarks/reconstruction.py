@@ -664,9 +664,9 @@ def merge_tuned(now: dict, result: dict, ours: dict) -> dict:
                         **{k: v for k, v in result["chosen"].items() if k in keys}}
     merged["records"] = ([r for r in now.get("records", []) if r["key"] not in keys]
                          + [r for r in result["records"] if r["key"] in keys])
-    for field, mine in (("steps_study", ours["studies"]), ("samples_study", ours["samples"])):
-        merged[field] = ([r for r in now.get(field, []) if pair(r) not in mine]
-                         + [r for r in result[field] if pair(r) in mine])
+    for study, mine in (("steps_study", ours["studies"]), ("samples_study", ours["samples"])):
+        merged[study] = ([r for r in now.get(study, []) if pair(r) not in mine]
+                         + [r for r in result[study] if pair(r) in mine])
     studied = {f"{d}|{m}" for d, m in ours["studies"]}
     merged["recommended_steps"] = {**{k: v for k, v in now.get("recommended_steps", {}).items() if k not in studied},
                                    **{k: v for k, v in result["recommended_steps"].items() if k in studied}}
