@@ -10,7 +10,9 @@
 # bfloat16, about 1.5x faster here) or --threads 2.
 #
 # Environment: RESULTS (default benchmarks/results) is where every command writes; FROM=N starts the
-# lane at its command #N (each is numbered on stderr), to continue an interrupted lane.
+# lane at its command #N (each is numbered on stderr), to continue an interrupted lane; TO=M stops it after
+# command #M, so that two parts of a lane whose inputs are ready can run at once, one per core (e.g.
+# ellipses-ct: FROM=1 TO=5 beside FROM=6 TO=7, the DPS tuning, which needs nothing from #1-#5).
 # Re-running for candidate weights, possibly over several sessions, without touching what ships:
 #   python data_scripts/ship_checkpoint.py brain64 training_state/brain64/ema --weights-dir benchmarks/staging/weights
 #   mkdir -p benchmarks/staging/results && cp benchmarks/results/*_tuned.json benchmarks/staging/results/
@@ -26,10 +28,11 @@ shift
 X=("$@")
 R=${RESULTS:-benchmarks/results}   # every command writes under $R (tuned files included)
 FROM=${FROM:-1}                     # skip the commands numbered below FROM (to continue an interrupted lane)
+TO=${TO:-1000000}                   # and those numbered above TO
 n=0
 run() {
   n=$((n + 1))
-  if [ "$n" -lt "$FROM" ]; then echo "[#$n skipped]" >&2; return; fi
+  if [ "$n" -lt "$FROM" ] || [ "$n" -gt "$TO" ]; then echo "[#$n skipped]" >&2; return; fi
   echo "[#$n] $*" "${X[@]}" >&2
   "$@" "${X[@]}" --no-progress
 }

@@ -1,5 +1,5 @@
 """benchmarks/reproduce.sh: every run writes under $RESULTS, so candidate weights can be benchmarked
-beside the shipped results; FROM=N continues a lane."""
+beside the shipped results; FROM=N continues a lane, TO=M stops it."""
 from __future__ import annotations
 
 import os
@@ -45,3 +45,12 @@ def test_from_skips_the_first_commands_of_a_lane(tmp_path):
     every, _ = dry_run(tmp_path, "brain-mri")
     later, log = dry_run(tmp_path, "brain-mri", FROM="4")
     assert later == every[3:] and "[#3 skipped]" in log and "[#4] " in log
+
+
+def test_to_stops_a_lane_so_two_parts_can_run_at_once(tmp_path):
+    every, _ = dry_run(tmp_path, "ellipses-ct")
+    first, log = dry_run(tmp_path, "ellipses-ct", TO="5")
+    middle, _ = dry_run(tmp_path, "ellipses-ct", FROM="6", TO="7")
+    rest, _ = dry_run(tmp_path, "ellipses-ct", FROM="8")
+    assert first + middle + rest == every and len(middle) == 2 and "[#6 skipped]" in log
+    assert all("dps" in c for c in middle)
