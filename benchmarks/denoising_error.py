@@ -65,7 +65,7 @@ def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", nargs="+", required=True, help="shipped names, checkpoint directories or .safetensors")
     ap.add_argument("--names", nargs="+", help="names in the output (default: from each checkpoint)")
-    ap.add_argument("-n", type=int, default=64, help="held-out images")
+    ap.add_argument("-n", type=int, default=64, help="images (at most; a fixed seeded subset)")
     ap.add_argument("--levels", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--images", choices=("heldout", "train"), default="heldout",
