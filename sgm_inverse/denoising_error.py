@@ -44,6 +44,7 @@ def denoising_error(score_model, x0: torch.Tensor, times, *, generator: torch.Ge
     times = torch.as_tensor(times, dtype=torch.float64).reshape(-1)
     x0 = x0.to(torch.float32)
     mse_mean = float((x0 - x0.mean(0, keepdim=True)).pow(2).mean())
+    x0_mean = float(x0.double().mean())
     rows = []
     for t in times.tolist():
         tt = torch.tensor([t], dtype=torch.float64)
@@ -57,6 +58,6 @@ def denoising_error(score_model, x0: torch.Tensor, times, *, generator: torch.Ge
             total += float(d.double().sum())
         mse = sq_err / x0.numel()
         rows.append({"t": t, "sigma": std / alpha, "mse": mse, "mse_mean": mse_mean,
-                     "mean_bias": total / x0.numel() - float(x0.double().mean()),
+                     "mean_bias": total / x0.numel() - x0_mean,
                      "ratio": mse / mse_mean if mse_mean > 0 else float("inf")})
     return rows

@@ -88,7 +88,6 @@ def test_script_on_a_checkpoint_matches_the_library(tmp_path):
     from pathlib import Path
 
     from sgm_inverse import ScoreModel, load_score_model, save_score_model
-    from sgm_inverse.data import Ellipses
     from sgm_inverse.nets import UNet, UNetConfig
 
     torch.manual_seed(0)
@@ -105,9 +104,12 @@ def test_script_on_a_checkpoint_matches_the_library(tmp_path):
     assert [(x["checkpoint"], x["step"]) for x in records] == [("a", 7)] * 3 + [("b", 7)] * 3
     assert (tmp_path / "denoising_error_a.png").stat().st_size > 0 and "| a | 7 |" in r.stdout
 
-    ds = Ellipses("test", image_size=32)
-    images = torch.stack([ds[i] for i in range(len(ds))])
-    images = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:8].sort().values]
+    bench = str(script.parent)
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    from sample_quality import heldout_images      # the images the script is documented to use
+    images, split = heldout_images("ellipses", 32, 8)
+    assert split == "test" and images.shape == (8, 1, 32, 32)
     expected = denoising_error(load_score_model(ckpt), images, noise_times(model.sde, 3),
                                generator=torch.Generator().manual_seed(5))
     for got, want in zip(records[:3], expected):
