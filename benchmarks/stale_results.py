@@ -11,7 +11,8 @@ and shipped steps and the commands that wrote it (the file's provenance, and eac
 own command where it was recorded), and exits with status 1 when anything is stale, so it can gate
 a commit that ships weights.
 
-Folders in HISTORICAL hold studies of earlier training states on purpose and are not checked. Rows
+Studies live in benchmarks/results/archive/ with the partial runs behind reconstruction.md (which are
+checked); the folders in HISTORICAL hold studies of earlier training states on purpose and are not. Rows
 that name no checkpoint are not seen: the steps and samples studies in the tuned files recorded theirs
 only from 2026-12-02 on (the committed ones are brain64 step 2430 and ellipses64 step 1758).
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 from sgm_inverse.checkpoints import SHIPPED, shipped_weights
 
 RESULTS = Path(__file__).parent / "results"
-# studies that compare earlier training states, kept as measured (the README cites them as such)
+# studies under archive/ that compare earlier training states, kept as measured (CHANGELOG.md cites them as such)
 HISTORICAL = {
     "digits32_steps_study": "sampler steps at digits32 step 1461",
     "digits32_weighting_study": "sigma2 vs edm loss weighting at step 1461",

@@ -1,7 +1,7 @@
 """Base classes of the measurement physics.
 
 A forward model maps an image batch ``x`` of shape (B, C, H, W) to a measurement
-``y`` of shape (B, *measurement_shape()) and scores how well ``x`` explains ``y``:
+``y`` of shape (B, *measurement_shape()) (whatever ``forward`` returns) and scores how well ``x`` explains ``y``:
 
     log p(y | x) = -||A x - y||^2 / (2 v) + const,    v = noise_std^2 (real y), noise_std^2 / 2 (complex y)
 
@@ -59,7 +59,11 @@ def batched_cg(apply, b: torch.Tensor, x0: torch.Tensor | None = None, n_iter: i
 
 def _as_tensor(y) -> torch.Tensor:
     if isinstance(y, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(y))
+        try:
+            return torch.from_numpy(np.ascontiguousarray(y))
+        except TypeError as err:  # object, string, unsigned 64-bit ... arrays
+            raise ValueError(f"measurement has NumPy dtype {y.dtype}; expected a real or complex "
+                             f"floating-point (or integer) array") from err
     if not isinstance(y, torch.Tensor):
         raise ValueError(f"measurement must be a torch.Tensor or numpy array, got {type(y).__name__}")
     return y
@@ -68,10 +72,11 @@ def _as_tensor(y) -> torch.Tensor:
 class ForwardModel(nn.Module):
     """A measurement process ``y = A(x) + noise_std * n``.
 
-    Subclasses implement ``forward`` and, when y is not image-shaped,
-    ``_measurement_shape(image_shape)``.  ``image_shape`` (C, H, W) and
-    ``noise_std`` are plain attributes, so a subclass may also set them after
-    ``super().__init__()``.
+    Subclasses implement ``forward``; the measurement's shape and dtype follow from it (one pass on
+    zeros of ``image_shape``, cached), so nothing else is declared. ``_measurement_shape(image_shape)``
+    and ``measurement_dtype`` may still be overridden where forward cannot run on zeros.
+    ``image_shape`` (C, H, W) and ``noise_std`` are plain attributes, so a subclass may also set them
+    after ``super().__init__()``.
     """
 
     time_dependent: bool = False  # True: log_likelihood(x_t, y, t) is log p_t(y | x_t) itself
@@ -89,14 +94,49 @@ class ForwardModel(nn.Module):
         image_shape = self.image_shape if image_shape is None else tuple(image_shape)
         if image_shape is None:
             raise ValueError(f"{type(self).__name__} has no image_shape; pass image_shape=(C, H, W)")
-        return tuple(self._measurement_shape(image_shape))
+        return tuple(self._measurement_shape(tuple(int(s) for s in image_shape)))
 
     def _measurement_shape(self, image_shape) -> tuple:
-        return image_shape
+        """What ``forward`` returns for one image of ``image_shape`` (a subclass may override it)."""
+        return self._probe(image_shape)[0]
 
     @property
     def measurement_dtype(self) -> torch.dtype:
-        return torch.float32
+        """dtype of y for float32 images: what ``forward`` returns (float32 when there is no image_shape)."""
+        return torch.float32 if self.image_shape is None else self._probe(self.image_shape)[1]
+
+    def _probe(self, image_shape) -> tuple:
+        """(shape, dtype) of forward(zeros(1, *image_shape)), float32 zeros on the model's device; cached
+        per image shape, so a user's operator needs no declaration of its measurement."""
+        image_shape = tuple(int(s) for s in image_shape)
+        cache = self.__dict__.setdefault("_probe_cache", {})
+        if image_shape not in cache:
+            cache[image_shape] = self._run_probe(image_shape)
+        return cache[image_shape]
+
+    def _run_probe(self, image_shape) -> tuple:
+        name = type(self).__name__
+        tensors = [*self.parameters(), *self.buffers()]
+        device = tensors[0].device if tensors else torch.device("cpu")
+        floats = [p.dtype for p in tensors if p.is_floating_point()]
+        tried = []
+        # float32 images first (the convention); a model whose weights are all of another dtype and that
+        # does not cast them to the input's is probed in its own precision
+        for dtype in dict.fromkeys([torch.float32, *floats[:1]]):
+            x = torch.zeros((1, *image_shape), device=device, dtype=dtype)
+            try:
+                with torch.no_grad():
+                    y = self(x)
+            except Exception as err:  # noqa: BLE001 -- reported as one line below
+                tried.append(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+                continue
+            if not isinstance(y, torch.Tensor) or y.ndim < 1 or y.shape[0] != 1:
+                raise ValueError(f"{name}.forward must return a tensor (B, ...) with the batch dim of its input; "
+                                 f"for an image (1, {', '.join(map(str, image_shape))}) it returned "
+                                 f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}")
+            return tuple(y.shape[1:]), y.dtype
+        raise ValueError(f"{name}: cannot infer the measurement shape: forward() on zeros of shape "
+                         f"(1, {', '.join(map(str, image_shape))}) raised {tried[-1]}")
 
     def _check_image(self, x: torch.Tensor) -> None:
         """Raise when ``x`` is not (B, *image_shape); forward() never broadcasts images."""

@@ -49,7 +49,7 @@ import torch
 
 from .base import LinearForwardModel, batched_cg
 
-__all__ = ["SparseViewCT"]
+__all__ = ["SparseViewCT", "default_n_detectors"]
 
 _PROJECTOR = {"parallel": "linear", "fan": "line_fanflat"}
 _MIN_FULL_VIEWS = 180
@@ -258,6 +258,16 @@ def cg_normal(proj, z, x0, n_iter: int):
     return batched_cg(lambda x: proj.adjoint(proj(x)), proj.adjoint(z), x0, n_iter)
 
 
+def default_n_detectors(image_size: int, geometry: str = "parallel", source_distance: float | None = None) -> int:
+    """Detectors (spacing 1 pixel at the rotation centre) that cover an N x N image, radius N / sqrt(2):
+    ceil(sqrt(2) N) for parallel beams, ceil(2 R D / sqrt(D^2 - R^2)) for fan beams (D default 2N)."""
+    n = int(image_size)
+    radius = n / math.sqrt(2.0)
+    d_src = float(source_distance if source_distance is not None else 2 * n)
+    half = radius if geometry == "parallel" else radius * d_src / math.sqrt(d_src ** 2 - radius ** 2)
+    return math.ceil(2 * half - 1e-9)
+
+
 class SparseViewCT(LinearForwardModel):
     """Sparse-view CT with astra's exact CPU system matrix (see the module docstring)."""
 
@@ -287,8 +297,7 @@ class SparseViewCT(LinearForwardModel):
         if geometry == "fan" and d_src <= radius:
             raise ValueError(f"source_distance must exceed the image radius N/sqrt(2) = {radius:.1f}")
         if n_detectors is None:
-            half = radius if geometry == "parallel" else radius * d_src / math.sqrt(d_src ** 2 - radius ** 2)
-            n_detectors = math.ceil(2 * half - 1e-9)
+            n_detectors = default_n_detectors(n, geometry, d_src)
         self.n_views, self.angular_range = int(n_views), float(angular_range)
         self.inverse_method, self.cg_iterations = inverse_method, int(cg_iterations)
         self.view_step = math.ceil(_MIN_FULL_VIEWS / self.n_views)

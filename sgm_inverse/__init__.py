@@ -9,9 +9,11 @@ from .samplers import ode_sample, pc_sample
 from .checkpoints import load_score_model, save_score_model
 from .classifiers import load_classifier, save_classifier
 from .solve import Solution, solve
+from .adapters import from_denoiser, from_epsilon
 
 __version__ = "0.1.0"
 
 __all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE", "ScoreModel", "GaussianScore", "GaussianMixtureScore",
-           "tweedie_denoise", "pc_sample", "ode_sample", "load_score_model", "save_score_model", "load_classifier", "save_classifier", "solve", "Solution"]
+           "tweedie_denoise", "pc_sample", "ode_sample", "load_score_model", "save_score_model", "load_classifier", "save_classifier", "solve", "Solution",
+           "from_epsilon", "from_denoiser"]
 

@@ -75,6 +75,29 @@ class ScoreModel(nn.Module):
             return (net_cfg.in_channels, net_cfg.image_size, net_cfg.image_size)
         return None
 
+    @property
+    def resolution_free(self) -> bool:
+        """True when the network has no attention (UNetConfig.attn_resolutions empty, mid_attention off):
+        a purely convolutional network that applies at any size divisible by `size_multiple`, with a
+        prior mean of one number per channel. A model trained on crops of several sizes is one."""
+        cfg = getattr(self.network, "config", None)
+        return cfg is not None and not tuple(cfg.attn_resolutions) and not getattr(cfg, "mid_attention", True)
+
+    @property
+    def size_multiple(self) -> int:
+        """H and W must be multiples of this (2^(levels - 1) of the U-Net); 1 for other networks."""
+        cfg = getattr(self.network, "config", None)
+        return 2 ** (len(cfg.channel_mult) - 1) if cfg is not None and hasattr(cfg, "channel_mult") else 1
+
+    def accepts_shape(self, shape) -> bool:
+        """Whether images of (C, H, W) = shape can be given to this model."""
+        shape, own = tuple(shape), self.image_shape
+        if own is None or shape == tuple(own):
+            return True
+        m = self.size_multiple
+        return (self.resolution_free and len(shape) == 3 and shape[0] == own[0]
+                and shape[1] % m == 0 and shape[2] % m == 0)
+
     def denoise(self, x: torch.Tensor, t) -> torch.Tensor:
         """Tweedie denoiser D(x_t, t) ~ E[x_0 | x_t], shape of x."""
         t = time_vector(t, x.shape[0], x)
@@ -86,8 +109,12 @@ class ScoreModel(nn.Module):
         x_tilde = x / append_dims(alpha, x.ndim)
         # no context at all when off: an autocast(enabled=False) would switch off a caller's autocast (training)
         region = torch.autocast(x.device.type, dtype=self.autocast) if self.autocast else contextlib.nullcontext()
+        # the network runs in its weights' precision (float64 sampling with float32 weights: the
+        # preconditioning, the score and the sampler stay in float64)
+        p = next(iter(self.network.parameters()), None)
+        net_dtype = p.dtype if p is not None and p.is_floating_point() else x.dtype
         with region:
-            out = self.network(append_dims(c_in, x.ndim) * x_tilde, sigma.log() / 4)
+            out = self.network((append_dims(c_in, x.ndim) * x_tilde).to(net_dtype), (sigma.log() / 4).to(net_dtype))
         return append_dims(c_skip, x.ndim) * x_tilde + append_dims(c_out, x.ndim) * out.to(x.dtype)
 
     def forward(self, x: torch.Tensor, t) -> torch.Tensor:

@@ -10,6 +10,12 @@ averaged over pixels and batch. Every `checkpoint_every` steps the whole trainin
 the EMA model to `<workdir>/ema/`; `train()` resumes from that state when it exists, so a crash
 loses at most `checkpoint_every` steps and the resumed run is bit-identical to an uninterrupted one
 (unless it switches `cpu_bf16`, which the log's "precision" record then shows).
+
+What must be kept to continue a run elsewhere is smaller: `resume_model.safetensors` and
+`resume_ema.safetensors` (weights, EMA, data-mean sum and RNG, each file under 10 MB for a 2 M-parameter
+network) are written beside the full state at every checkpoint. A workdir that holds only those two files
+resumes from them with fresh Adam moments, re-warmed over `warmup_steps` (the log's "rewarm" record lists
+where). Commit those two files, never the full state, while a run is live.
 Several GPUs: launch with `torchrun --nproc_per_node=N`; the model is wrapped in
 DistributedDataParallel and each rank draws its own batches.
 """
@@ -32,6 +38,7 @@ from .score import ScoreModel
 from .utils import append_dims
 
 STATE_FILE = "train_state.safetensors"
+RESUME_FILES = ("resume_model.safetensors", "resume_ema.safetensors")
 
 
 @dataclass
@@ -64,7 +71,7 @@ def dsm_loss(model: ScoreModel, x0: torch.Tensor, t: torch.Tensor, z: torch.Tens
     With the EDM preconditioning of `ScoreModel`, sigma2 weights the network's own error by
     c_out^2 / sigma~^2 = sd^2 / (sigma~^2 + sd^2): about 1 at low noise but 4e-4 at sigma~ = 25, so
     the large noise levels get little of the gradient; edm weights every noise level's F-error alike.
-    (On digits32 at equal images this did not improve the samples: benchmarks/results/digits32_weighting_study.)
+    (On digits32 at equal images this did not improve the samples: benchmarks/results/archive/digits32_weighting_study.)
     """
     alpha, std = model.sde.scale_std(t)
     x_t = append_dims(alpha, x0.ndim) * x0 + append_dims(std, x0.ndim) * z
@@ -181,6 +188,29 @@ def _load_state(path: Path, net, ema, opt, gens) -> tuple[int, dict, torch.Tenso
     return int(meta["step"]), json.loads(meta.get("log", "{}")), tensors.get("data.sum")
 
 
+def _save_resume_files(workdir: Path, net, ema, gens, data_sum, meta: dict) -> None:
+    """The minimum that resumes a run (no optimizer moments): two files, each about one copy of the weights."""
+    model_file, ema_file = (workdir / f for f in RESUME_FILES)
+    atomic_save_tensors(dict(net.state_dict()), model_file, metadata=meta)
+    extra = {f"ema.{k}": v for k, v in ema.module.state_dict().items()}
+    extra.update({f"rng.{name}": g.get_state() for name, g in gens.items()})
+    if data_sum is not None:
+        extra["data.sum"] = data_sum
+    atomic_save_tensors(extra, ema_file, metadata=meta)
+
+
+def _load_resume_files(workdir: Path, net, ema, gens) -> tuple[int, dict, torch.Tensor | None]:
+    """Like `_load_state` from the two resume files; the optimizer keeps its fresh (zero) moments."""
+    model_file, ema_file = (workdir / f for f in RESUME_FILES)
+    meta = _state_metadata(ema_file)
+    net.load_state_dict(load_file(str(model_file)))
+    tensors = load_file(str(ema_file))
+    ema.module.load_state_dict(_with_prefix(tensors, "ema."))
+    for name, g in gens.items():
+        g.set_state(tensors[f"rng.{name}"])
+    return int(meta["step"]), json.loads(meta.get("log", "{}")), tensors.get("data.sum")
+
+
 def ema_from_state(workdir) -> ScoreModel:
     """The EMA model (eval mode) kept in `<workdir>/train_state.safetensors`, with its training record.
 
@@ -247,13 +277,20 @@ def train(model: ScoreModel, dataset, config: TrainConfig, workdir, *, augment=N
     data_sum = None
     state_path = workdir / STATE_FILE
     saved = None
-    if state_path.exists():
-        saved = _check_resume_config(state_path, config)
-        step, log, saved_sum = _load_state(state_path, model.network, ema, opt, gens)
+    rewarm_from = 0      # the step the learning-rate warm-up counts from (fresh Adam moments start one)
+    if state_path.exists() or all((workdir / f).exists() for f in RESUME_FILES):
+        full = state_path.exists()
+        source = state_path if full else workdir / RESUME_FILES[1]
+        saved = _check_resume_config(source, config)
+        load = _load_state if full else (lambda _p, n, e, _o, g: _load_resume_files(workdir, n, e, g))
+        step, log, saved_sum = load(state_path, model.network, ema, opt, gens)
         if saved_sum is not None:
             data_sum = saved_sum.to(torch.float64)
+        if not full:
+            log.setdefault("rewarm", []).append(step)
+        rewarm_from = log.get("rewarm", [0])[-1]
         if rank == 0 and progress:
-            print(f"resuming from {state_path} at step {step}")
+            print(f"resuming from {source} at step {step}" + ("" if full else " (fresh optimizer moments)"))
     workdir.mkdir(parents=True, exist_ok=True)
     eps, T = model.sde.eps, model.sde.T
     use_amp = autocast_bf16(config, device)
@@ -272,11 +309,17 @@ def train(model: ScoreModel, dataset, config: TrainConfig, workdir, *, augment=N
         log["seconds"] = seconds0 + time.time() - start
         meta = {"step": str(step), "log": json.dumps(log), "train_config": json.dumps(asdict(config)),
                 "param_groups": json.dumps(opt.state_dict()["param_groups"]), "world_size": str(world),
-                "model_config": json.dumps(model_config(model))}
+                "model_config": json.dumps(model_config(model)),
+                # the run's record (data, command, init_from): a resume from the two resume files alone
+                # (another machine, no ema/ export) still knows what the run is and what it started from
+                "record": json.dumps(record or {})}
         atomic_save_tensors(_state_tensors(model.network, ema, opt, gens, data_sum), state_path, metadata=meta)
+        _save_resume_files(workdir, model.network, ema, gens, data_sum, meta)
         ema_model = ema_score_model()
+        # data_count counts the images actually drawn (a resolution-free corpus varies the batch size)
+        images = log.get("data_count") if getattr(dataset, "resolution_free", False) else None
         save_score_model(ema_model, workdir / "ema", training={
-            "step": step, "images_seen": step * config.batch_size * world, "seconds": log["seconds"],
+            "step": step, "images_seen": images or step * config.batch_size * world, "seconds": log["seconds"],
             "final_loss": running, "config": asdict(config), "world_size": world, "device": str(device),
             "precision": log["precision"], "prior_mean_images": log.get("data_count")},
             **(record or {}))
@@ -287,18 +330,23 @@ def train(model: ScoreModel, dataset, config: TrainConfig, workdir, *, augment=N
 
     bar = tqdm(total=config.steps, initial=step, disable=not progress or rank != 0, desc="training")
     while step < config.steps:
-        x0 = draw_batch(dataset, config.batch_size, gens["data"])
+        if hasattr(dataset, "draw_batch"):     # a data set that draws its own batches (crops of several sizes)
+            x0 = dataset.draw_batch(config.batch_size, gens["data"])
+        else:
+            x0 = draw_batch(dataset, config.batch_size, gens["data"])
         if augment is not None:
             x0 = augment(x0, gens["data"])
+        # a resolution-free prior's mean is one number per channel, (C, 1, 1), which broadcasts to any size
+        seen = x0.mean((-2, -1), keepdim=True) if getattr(dataset, "resolution_free", False) else x0
         if data_sum is None:
-            data_sum, log["data_count"] = torch.zeros(x0.shape[1:], dtype=torch.float64), 0
-        data_sum += x0.sum(0, dtype=torch.float64)
+            data_sum, log["data_count"] = torch.zeros(seen.shape[1:], dtype=torch.float64), 0
+        data_sum += seen.sum(0, dtype=torch.float64)
         log["data_count"] = log.get("data_count", 0) + x0.shape[0]
         x0 = x0.to(device)
         t = torch.rand(x0.shape[0], generator=gens["noise"], device=device) * (T - eps) + eps
         z = torch.randn(x0.shape, generator=gens["noise"], device=device)
         for group in opt.param_groups:
-            group["lr"] = config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
+            group["lr"] = config.lr * min(1.0, (step - rewarm_from + 1) / max(1, config.warmup_steps))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             loss = dsm_loss(train_model, x0, t, z, config.weighting).mean()
         opt.zero_grad(set_to_none=True)

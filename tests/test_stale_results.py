@@ -27,7 +27,8 @@ def results_tree(root: Path) -> Path:
         "a": {"checkpoint": "brain64", "checkpoint_step": 9, "command": "tune a"},
         "b": {"checkpoint": "brain64", "checkpoint_step": 10, "command": "tune b"}}})
     # a study of an earlier state, and a checkpoint that is not a shipped name: neither is checked
-    write(root / "digits32_steps_study" / "old.json", {"records": [{"checkpoint": "brain64", "checkpoint_step": 1}]})
+    write(root / "archive" / "digits32_steps_study" / "old.json",
+          {"records": [{"checkpoint": "brain64", "checkpoint_step": 1}]})
     write(root / "other.json", {"records": [{"checkpoint": "my_ema_7", "step": 7}]})
     # a fine-tune's record names the shipped weights it started from: not a measurement of them
     write(root / "finetune.json", {"records": [{"checkpoint": "brain64_ft", "step": 3,

@@ -6,6 +6,7 @@
     digits      Digits         (1, 32, 32)      4000 / 500 / 500 MNIST, stratified
     patches     ColorPatches   (3, 32, 32)      crops; whole photographs held out
     folder      ImageFolder    (C, H, W)        your PNG / JPEG / .npy / DICOM files
+    general     GeneralCorpus  (1, S, S)        crops of several sizes of a diverse grey corpus
 
 Every data set has ``split``, ``image_shape`` and ``augment(batch, generator) -> batch``
 (batched, generator-driven, so training is reproducible from its seed); the same
@@ -18,10 +19,12 @@ from .dicom import dicom_to_unit, read_dicom
 from .digits import Digits
 from .ellipses import Ellipses, ellipse_phantom
 from .folder import ImageFolder, read_unit_image
+from .general import GeneralCorpus
 from .patches import ColorPatches
 
 DATASETS = {"ellipses": Ellipses, "brain": BrainSlices, "digits": Digits,
-            "patches": ColorPatches, "folder": ImageFolder}
+            "patches": ColorPatches, "folder": ImageFolder,
+            "general": GeneralCorpus}
 
 
 def get_dataset(name: str, split: str = "train", image_size: int | None = None, **kw):
@@ -35,5 +38,5 @@ def get_dataset(name: str, split: str = "train", image_size: int | None = None, 
 
 
 __all__ = ["DATASETS", "get_dataset", "Ellipses", "BrainSlices", "Digits", "ColorPatches",
-           "ImageFolder", "read_dicom", "dicom_to_unit", "read_unit_image", "ellipse_phantom",
+           "ImageFolder", "GeneralCorpus", "read_dicom", "dicom_to_unit", "read_unit_image", "ellipse_phantom",
            "random_affine_elastic", "random_hflip", "no_augment"]

@@ -28,6 +28,9 @@ class UNetConfig:
     dropout: float = 0.0
     embedding: str = "fourier"  # "fourier" (NCSN++) or "sinusoidal" (DDPM++)
     heads: int = 1
+    # False: no attention anywhere (with attn_resolutions=()), a purely convolutional network whose
+    # output at a pixel depends only on a neighbourhood: it applies at any size divisible by 2^(levels-1)
+    mid_attention: bool = True
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -68,7 +71,8 @@ class UNet(nn.Module):
                 skips.append(c)
                 res //= 2
 
-        self.mid = nn.ModuleList([ResBlock(c, c, emb_dim, cfg.dropout), AttentionBlock(c, cfg.heads),
+        mid_attn = [AttentionBlock(c, cfg.heads)] if cfg.mid_attention else []
+        self.mid = nn.ModuleList([ResBlock(c, c, emb_dim, cfg.dropout), *mid_attn,
                                   ResBlock(c, c, emb_dim, cfg.dropout)])
 
         self.up = nn.ModuleList()

@@ -1,0 +1,139 @@
+"""The reconstruction tasks of `sgm-inverse solve`, callable from Python: the forward model of a task, the image
+at the size a prior reconstructs it at, the sampler defaults per task, and the classical baselines
+(FBP, zero-filled IFFT, FISTA-TV) run on a measurement.
+
+Tasks: 'ct' (sparse-view CT), 'mri' (undersampled MRI), 'inpaint' (a box or random pixels missing),
+'colorize' (RGB from luminance). Errors are ValueErrors with one-line messages.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+# The shipped checkpoint each task uses when none is named.
+DEFAULT_CHECKPOINTS = {"ct": "brain64", "mri": "brain64", "inpaint": "digits32", "colorize": "patches32"}
+
+# Sampler defaults per task: (steps, samples, snr). CT and MRI: 200 PC steps (401 network evaluations) of one
+# sample keep a 128 x 128 scan under ~3 minutes on a 2-core CPU with the general prior; snr 1.0 was the best of
+# the validation grids for 8-view CT and 4x MRI (benchmarks/results/*_tuned.json).
+SOLVE_DEFAULTS = {"ct": (200, 1, 1.0), "mri": (200, 1, 1.0), "inpaint": (500, 4, 0.16), "colorize": (500, 4, 0.16)}
+
+# baseline name -> the tasks it applies to
+BASELINES = {"fbp": ("ct",), "zero-filled": ("mri",), "fista-tv": ("ct", "mri")}
+FISTA_ITERATIONS = 300   # as tuned (benchmarks: fista_iters 300)
+
+# the mask each task uses when none is named (CT and colorization have none)
+DEFAULT_MASKS = {"mri": "equispaced", "inpaint": "box"}
+
+
+def _check_task(task: str) -> None:
+    if task not in SOLVE_DEFAULTS:
+        raise ValueError(f"unknown task {task!r}; expected one of {sorted(SOLVE_DEFAULTS)}")
+
+
+def task_defaults(task: str, *, steps: int | None = None, samples: int | None = None, snr: float | None = None,
+                  std: bool = False) -> tuple[int, int, float]:
+    """(steps, samples, snr): the values given, the task's defaults (`SOLVE_DEFAULTS`) for those left None;
+    std=True (an uncertainty map is wanted) asks for 4 samples by default and refuses fewer than 2."""
+    _check_task(task)
+    default_steps, default_samples, default_snr = SOLVE_DEFAULTS[task]
+    samples = (4 if std else default_samples) if samples is None else samples
+    if std and samples < 2:
+        raise ValueError(f"an uncertainty map (--std) needs 2 or more samples (--samples), got {samples}")
+    return default_steps if steps is None else steps, samples, default_snr if snr is None else snr
+
+
+def forward_model(task: str, image_shape, *, views: int = 23, geometry: str = "parallel",
+                  acceleration: float = 4.0, mask: str | None = None, keep: float = 0.3, noise_std: float = 0.0,
+                  seed: int = 0):
+    """The physics of a task for images of (C, H, W) = image_shape:
+    ct       `SparseViewCT(H, views, geometry=geometry)`;
+    mri      `UndersampledMRI(H, acceleration=acceleration, mask_type=mask or 'equispaced')`;
+    inpaint  mask 'box' (default: the central H/2 square missing) or 'random' (`keep` of the pixels kept, `seed`);
+    colorize `Grayscale(H)`."""
+    from forward_models import Grayscale, Inpainting, SparseViewCT, UndersampledMRI
+    _check_task(task)
+    image_shape = tuple(image_shape)
+    size, mask = image_shape[-1], mask or DEFAULT_MASKS.get(task)
+    if task == "ct":
+        return SparseViewCT(size, views, geometry=geometry, noise_std=noise_std)
+    if task == "mri":
+        return UndersampledMRI(size, acceleration=acceleration, mask_type=mask, noise_std=noise_std)
+    if task == "inpaint":
+        if mask == "random":
+            return Inpainting.random(image_shape, keep=keep, seed=seed, noise_std=noise_std)
+        return Inpainting.box(image_shape, size=size // 2, noise_std=noise_std)
+    return Grayscale(size, noise_std=noise_std)
+
+
+def resize_image(image: torch.Tensor, side: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, side, side): area averaging when shrinking, bilinear when enlarging."""
+    if tuple(image.shape[-2:]) == (side, side):
+        return image
+    return F.interpolate(image, size=(side, side), mode="area" if image.shape[-1] > side else "bilinear")
+
+
+def fit_image(image: torch.Tensor, model, *, resize: int | None = None, name: str = "the image") -> torch.Tensor:
+    """The image (1, C, H, W) at the size `model` reconstructs it at: its own where the model takes it (a
+    resolution-free prior takes any square size its network allows), else resampled to `resize` (a side;
+    -1: the model's training size). ValueError when the channels differ or the size does not fit."""
+    c, size = model.image_shape[0], model.image_shape[-1]
+    if image.shape[1] != c:
+        raise ValueError(f"{name} has {image.shape[1]} channel(s); the checkpoint expects {c}")
+    free = getattr(model, "resolution_free", False)
+    if resize is not None:
+        side = size if resize == -1 else int(resize)
+        if side != size and not free:
+            raise ValueError(f"--resize {side}: this checkpoint takes only {size}x{size} images")
+        image = resize_image(image, side)
+    h, w = image.shape[-2:]
+    if h == w and model.accepts_shape((c, h, w)):
+        return image
+    if free:
+        m = model.size_multiple
+        raise ValueError(f"{name} is {h}x{w}; this prior takes square images whose side is a multiple of {m}: "
+                         f"resample it (--resize SIDE, resize=SIDE in Python; e.g. "
+                         f"{max(m, round(max(h, w) / m) * m)})")
+    raise ValueError(f"{name} is {h}x{w} but the checkpoint expects {size}x{size}; resample it with --resize "
+                     f"(resize=-1 in Python), or use the resolution-free default prior")
+
+
+def run_baseline(method: str, task: str, fm, y, *, geometry: str = "parallel", mask: str | None = None,
+                 lam: float | None = None, iterations: int = FISTA_ITERATIONS, progress: bool = True):
+    """A classical reconstruction of y: (x (1, 1, N, N), a one-line description of the settings, seconds).
+
+    'fbp' (ct): filtered back-projection with the validation-tuned filter for the number of views;
+    'zero-filled' (mri): magnitude of the inverse FFT; 'fista-tv' (ct, mri): TV-regularised least squares in
+    [0, 1], weight `lam`, or where None c ||A||^2 with c validation-tuned for the setting
+    (`sgm_inverse.baselines.tuned`; noisy when fm.noise_std > 0)."""
+    from .baselines import fbp, fista_tv, power_method, zero_filled
+    from .baselines.fista_tv import LIPSCHITZ_MARGIN
+    from .baselines.tuned import tuned_fbp_filter, tuned_fista_c
+    if method not in BASELINES:
+        raise ValueError(f"unknown baseline {method!r}; expected one of {sorted(BASELINES)}")
+    if task not in BASELINES[method]:
+        raise ValueError(f"{method} is a baseline for {' and '.join(BASELINES[method])}, not {task}")
+    if lam is not None and not lam > 0:
+        raise ValueError(f"lam {lam}: the FISTA-TV weight must be > 0")
+    if iterations < 1:
+        raise ValueError(f"iterations {iterations}: need at least 1")
+    start = time.time()
+    if method == "fbp":
+        name = tuned_fbp_filter(y.shape[-2], geometry)
+        what, x = f"filter {name}", fbp(fm, y, filter=name)
+    elif method == "zero-filled":
+        what, x = "magnitude of the inverse FFT", zero_filled(fm, y)
+    else:
+        lipschitz = LIPSCHITZ_MARGIN * power_method(fm, fm.image_shape)
+        if lam is not None:
+            what = f"lambda {lam:g} (--lam)"
+        else:
+            setting = dict(views=y.shape[-2], geometry=geometry) if task == "ct" else \
+                dict(acceleration=fm.acceleration_achieved, mask_type=mask or "equispaced")
+            c, where = tuned_fista_c(task, noisy=getattr(fm, "noise_std", 0.0) > 0, **setting)
+            lam = c * lipschitz
+            what = f"lambda {lam:.3g} = {c:.2g} ||A||^2, validation-tuned for {where}"
+        x = fista_tv(fm, y, lam, n_iter=iterations, lipschitz=lipschitz, box=(0.0, 1.0), progress=progress)
+    return x, what, time.time() - start
