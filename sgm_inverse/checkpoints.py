@@ -30,6 +30,7 @@ SHIPPED = {
     "brain64": "MNI ICBM152 T1 slices, 1x64x64 (CT and MRI)",
     "digits32": "MNIST digits, 1x32x32",
     "patches32": "colour photo patches, 3x32x32",
+    "general": "diverse grey corpus (brain, photographs, microscopy, phantoms), resolution-free: 1xSxS, S a multiple of 8",
 }
 # The training-data mean image (ScoreModel.prior_mean) in the weights file, beside the network's tensors.
 PRIOR_MEAN_KEY = "prior_mean"

@@ -96,7 +96,14 @@ def cmd_sample(args) -> int:
         check_output(args.output)
     model = _load_model(args.checkpoint, _device(args.device), args.bf16)
     g = torch.Generator(device=_device(args.device)).manual_seed(args.seed)
-    x = pc_sample(model, (args.n, *model.image_shape), steps=args.steps, snr=args.snr, generator=g,
+    shape = tuple(model.image_shape)
+    if args.size is not None:       # a resolution-free prior draws at any size its network takes
+        shape = (shape[0], args.size, args.size)
+        if not model.accepts_shape(shape):
+            raise UserError(f"--size {args.size}: this checkpoint takes {tuple(model.image_shape)} images"
+                            + (f" or sides that are multiples of {model.size_multiple}"
+                               if getattr(model, "resolution_free", False) else ""))
+    x = pc_sample(model, (args.n, *shape), steps=args.steps, snr=args.snr, generator=g,
                   progress=not args.quiet).clamp(0, 1)
     write_images(x, args.output)
     print(f"wrote {args.output}")
@@ -315,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=int, default=16)
     s.add_argument("--steps", type=int, default=500)
     s.add_argument("--snr", type=float, default=0.16)
+    s.add_argument("--size", type=int, help="image side (resolution-free priors; default: the training size)")
     _sampling_options(s)
     s.add_argument("-o", "--output", required=True, help=".png grid or .npy array")
     s.set_defaults(func=cmd_sample)
@@ -341,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--method", default="auto", choices=["auto", "projection", "dps", "bayes", *BASELINES],
                    help="how the measurement conditions the prior, or a classical baseline without a prior: fbp "
                         "(ct), zero-filled (mri), fista-tv (ct, mri; weight --lam, default validation-tuned)")
-    v.add_argument("--snr", type=float, help="Langevin corrector signal-to-noise ratio (default: 1.0 for ct and "
+    v.add_argument("--snr", type=float, help="Langevin corrector signal-to-noise ratio (default: 0.5 for ct and "
                    "mri, 0.16 otherwise)")
     v.add_argument("--lam", type=float, help="projection: weight of the measured data in [0, 1] (default 1); "
                    "fista-tv: the TV weight (default: validation-tuned per setting, sgm_inverse.baselines.tuned)")

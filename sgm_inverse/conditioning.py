@@ -19,7 +19,7 @@ from .score import tweedie_denoise
 from .utils import append_dims
 
 
-def min_norm_correction(forward_model, r: torch.Tensor, n_iter: int = 20, rtol: float = 1e-6,
+def min_norm_correction(forward_model, r: torch.Tensor, n_iter: int = 20, rtol: float = 1e-4,
                         damping: torch.Tensor | float | None = None) -> torch.Tensor:
     """The smallest image dx with A dx = r: dx = A^T v, A A^T v = r solved by batched CG from v = 0.
 

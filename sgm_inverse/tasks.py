@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 
 # The shipped checkpoint each task uses when none is named.
-DEFAULT_CHECKPOINTS = {"ct": "brain64", "mri": "brain64", "inpaint": "digits32", "colorize": "patches32"}
+DEFAULT_CHECKPOINTS = {"ct": "general", "mri": "general", "inpaint": "digits32", "colorize": "patches32"}
 
 # Sampler defaults per task: (steps, samples, snr). CT and MRI: 200 PC steps (401 network evaluations) of one
-# sample keep a 128 x 128 scan under ~3 minutes on a 2-core CPU with the general prior; snr 1.0 was the best of
-# the validation grids for 8-view CT and 4x MRI (benchmarks/results/*_tuned.json).
-SOLVE_DEFAULTS = {"ct": (200, 1, 1.0), "mri": (200, 1, 1.0), "inpaint": (500, 4, 0.16), "colorize": (500, 4, 0.16)}
+# sample keep a 128 x 128 scan under ~3 minutes on a 2-core CPU with the general prior; snr 0.5: 1.0 (brain64's
+# best at 64 x 64) diverged for the general prior on 128 x 128 brain validation slices at 8 views.
+SOLVE_DEFAULTS = {"ct": (200, 1, 0.5), "mri": (200, 1, 0.5), "inpaint": (500, 4, 0.16), "colorize": (500, 4, 0.16)}
 
 # baseline name -> the tasks it applies to
 BASELINES = {"fbp": ("ct",), "zero-filled": ("mri",), "fista-tv": ("ct", "mri")}

@@ -73,3 +73,13 @@ def test_brain64_warns_on_mr_small_from_the_command_line(tmp_path):
     assert res.returncode == 0, res.stderr
     warnings = [ln for ln in res.stderr.splitlines() if "warning" in ln]
     assert len(warnings) == 1 and "unlike this prior's training data" in warnings[0]
+
+
+def test_sample_draws_at_another_size_only_from_a_resolution_free_prior(tiny_free_model, tmp_path):
+    out = tmp_path / "s.npy"
+    res = run("sample", "--checkpoint", str(tiny_free_model), "-n", "2", "--steps", "2", "--size", "48",
+              "-o", str(out), "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert np.load(out).shape == (2, 1, 48, 48)
+    res = run("sample", "--checkpoint", "brain64", "-n", "1", "--steps", "1", "--size", "48", "-o", str(out))
+    assert res.returncode != 0 and "(1, 64, 64)" in res.stderr
