@@ -64,3 +64,14 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def tune_fista_c(op, x_val: torch.Tensor, cs, n_iter: int = 300) -> tuple[float, float, list]:
+    """FISTA-TV's weight lam = c ||A||^2 (box [0, 1]) grid-searched over `cs` on validation images x_val
+    (N, C, H, W) measured noise-free by `op`: (best c, ||A||^2 with its 1.05 margin, the table of
+    sgm_inverse.baselines.tune_fista_lambda). c, unlike lam, transfers across image sizes."""
+    from sgm_inverse.baselines import power_method, tune_fista_lambda
+    lip = 1.05 * power_method(op, tuple(x_val.shape[1:]))
+    best, table = tune_fista_lambda(op, x_val, op(x_val), [c * lip for c in cs], n_iter=n_iter,
+                                    fista_options={"lipschitz": lip, "box": (0.0, 1.0)})
+    return cs[[row["lam"] for row in table].index(best)], lip, table

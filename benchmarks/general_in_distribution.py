@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, markdown_table, provenance, write_results  # noqa: E402
+from common import RESULTS, markdown_table, provenance, tune_fista_c, write_results  # noqa: E402
 
 from forward_models import SparseViewCT, UndersampledMRI  # noqa: E402
 from sgm_inverse import load_score_model, solve  # noqa: E402
-from sgm_inverse.baselines import fbp, fista_tv, power_method, tune_fista_lambda, zero_filled  # noqa: E402
+from sgm_inverse.baselines import fbp, fista_tv, zero_filled  # noqa: E402
 from sgm_inverse.data import get_dataset  # noqa: E402
 from sgm_inverse.metrics import psnr, ssim  # noqa: E402
 
@@ -64,12 +64,8 @@ def main(argv=None) -> int:
             if method == "baseline":
                 label, r = ("FBP", fbp(op, y)) if kind == "ct" else ("zero-filled", zero_filled(op, y))
             elif method == "fista_tv":
-                xv = images(dataset, "val", args.n_val)
-                lip = 1.05 * power_method(op, (1, 64, 64))
-                best, table = tune_fista_lambda(op, xv, op(xv), [c * lip for c in FISTA_C], n_iter=300,
-                                                fista_options={"lipschitz": lip, "box": (0.0, 1.0)})
-                c = FISTA_C[[row["lam"] for row in table].index(best)]
-                label, r = "FISTA-TV", fista_tv(op, y, best, n_iter=300, lipschitz=lip, box=(0.0, 1.0))
+                c, lip, _ = tune_fista_c(op, images(dataset, "val", args.n_val), FISTA_C, n_iter=300)
+                label, r = "FISTA-TV", fista_tv(op, y, c * lip, n_iter=300, lipschitz=lip, box=(0.0, 1.0))
                 extra = {"lam_over_L": c, "at_grid_edge": c in (FISTA_C[0], FISTA_C[-1])}
             else:
                 model = load_score_model(method)

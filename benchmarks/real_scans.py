@@ -32,11 +32,11 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, markdown_table, provenance, write_results  # noqa: E402
+from common import RESULTS, markdown_table, provenance, tune_fista_c, write_results  # noqa: E402
 
 from forward_models import SparseViewCT, UndersampledMRI  # noqa: E402
 from sgm_inverse import load_score_model, solve  # noqa: E402
-from sgm_inverse.baselines import fbp, fista_tv, power_method, tune_fista_lambda, zero_filled  # noqa: E402
+from sgm_inverse.baselines import fbp, fista_tv, power_method, zero_filled  # noqa: E402
 from sgm_inverse.data import BrainSlices, dicom_to_unit, read_dicom  # noqa: E402
 from sgm_inverse.metrics import psnr, ssim  # noqa: E402
 from sgm_inverse.patch_score import PatchScore  # noqa: E402
@@ -78,11 +78,8 @@ def tuned_fista_c(setting: str, n_val: int = 8) -> tuple[float, list]:
     """c = lam / ||A||^2 that maximises mean PSNR on brain validation images (64 x 64)."""
     val = BrainSlices("val", image_size=64).images
     x_val = val[np.linspace(0, len(val) - 1, n_val).round().astype(int)]
-    op = operator(setting, 64)
-    lip = 1.05 * power_method(op, (1, 64, 64))
-    best, table = tune_fista_lambda(op, x_val, op(x_val), [c * lip for c in FISTA_C], n_iter=FISTA_ITERS,
-                                    fista_options={"lipschitz": lip, "box": (0.0, 1.0)})
-    return FISTA_C[[r["lam"] for r in table].index(best)], [round(r["mean"], 3) for r in table]
+    c, _, table = tune_fista_c(operator(setting, 64), x_val, FISTA_C, n_iter=FISTA_ITERS)
+    return c, [round(r["mean"], 3) for r in table]
 
 
 def run_prior(model, op, y, setting, args):
