@@ -126,7 +126,8 @@ def run_task(task: str, model, args) -> tuple[list, Path]:
     ref_rec = {**base, "method": "biharmonic (skimage)" if kind != "colorize" else "grey replicated",
                **quality(ref, x), "seconds_per_image": (time.time() - t0) / args.n}
 
-    sol = solve(y, fm, model, steps=args.steps, n_samples=1, seed=args.seed, progress=not args.no_progress)
+    sol = solve(y, fm, model, sampler="pc", steps=args.steps, n_samples=1, seed=args.seed,
+                progress=not args.no_progress)
     raw = sol.samples[0].cpu()
     ours = raw.clamp(0, 1)
     ours_rec = {**base, "method": f"ours ({sol.settings['method']})", **quality(ours, x),

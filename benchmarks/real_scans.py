@@ -16,7 +16,8 @@ Settings: CT scans get 8- and 23-view parallel CT, MR scans 4x and 8x equispaced
 Methods: fbp / zero_filled; fista_tv with lam = c ||A||^2, c grid-searched on 8 brain *validation* images at
 64 x 64 under the same setting (c transfers across sizes, lam does not); the score priors through
 solve() (projection method, CG consistency) with the sampler settings of `PRIOR_SETTINGS`, chosen on
-brain validation images; `--patch P` adds the general prior with PaDIS patch assembly.
+brain validation images; `--patch P` adds the general prior with PaDIS patch assembly; a method
+`general:cli` runs the general prior with the command line's default sampler (DDNM warm-started from FISTA-TV).
 Writes benchmarks/results/real_scans.{json,md,png}.
 """
 from __future__ import annotations
@@ -92,6 +93,24 @@ def run_prior(model, op, y, setting, args):
                                    "ood_ratio": None if sol.ood_ratio is None else round(float(sol.ood_ratio[0]), 3)}
 
 
+def run_cli_default(model, op, y, kind: str, args):
+    """The command line's default for the task (`sgm_inverse.tasks.solve_settings`): DDNM warm-started from
+    FISTA-TV with its validation-tuned weight, as `sgm-inverse solve` runs it."""
+    from sgm_inverse.tasks import run_baseline, solve_settings
+    run = solve_settings(kind)
+    options = {} if run.snr is None else {"snr": run.snr}
+    if run.warm is not None:
+        x_init, _, _ = run_baseline(run.warm[1], kind, op, y, progress=False)
+        options.update(x_init=x_init, t_start=run.warm[0])
+    sol = solve(y, op, model, sampler=run.sampler, steps=args.steps or run.steps, n_samples=run.samples,
+                seed=args.seed, progress=not args.quiet, **options)
+    return sol.mean.clamp(0, 1), {"steps": args.steps or run.steps, "sampler": run.sampler,
+                                   "warm_start": list(run.warm) if run.warm else None,
+                                   "nfe_per_image": sol.nfe * run.samples, "samples": run.samples,
+                                   "warning": sol.warning,
+                                   "ood_ratio": None if sol.ood_ratio is None else round(float(sol.ood_ratio[0]), 3)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scans", nargs="+", choices=list(SCANS), default=list(SCANS))
@@ -109,7 +128,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     prov = provenance()
-    models = {m: load_score_model(m) for m in args.methods if m not in ("baseline", "fista_tv")}
+    # "<checkpoint>:cli" runs the checkpoint with the command line's default sampler (run_cli_default)
+    models = {m: load_score_model(m.removesuffix(":cli")) for m in args.methods if m not in ("baseline", "fista_tv")}
     if args.patch and "general" in models:
         models[f"general_patch{args.patch}"] = PatchScore(models["general"], args.patch,
                                                           torch.Generator().manual_seed(args.seed))
@@ -140,7 +160,10 @@ def main(argv=None) -> int:
                     if not model.accepts_shape((1, size, size)):
                         continue                        # e.g. brain64 on a 128 x 128 scan
                     name = method
-                    r, extra = run_prior(model, op, y, setting, args)
+                    if method.endswith(":cli"):
+                        r, extra = run_cli_default(model, op, y, kind, args)
+                    else:
+                        r, extra = run_prior(model, op, y, setting, args)
                 rec = {"scan": scan, "size": size, "setting": setting, "method": name,
                        "psnr": round(float(psnr(r, x, data_range=1.0)[0]), 2),
                        "ssim": round(float(ssim(r, x, data_range=1.0)[0]), 3),
@@ -151,6 +174,13 @@ def main(argv=None) -> int:
                       + (f"  [{extra['warning'][:60]}...]" if extra.get("warning") else ""), flush=True)
             panels[f"{scan} {setting}"] = recons
     cols = ["scan", "size", "setting", "method", "psnr", "ssim", "seconds", "nfe_per_image", "ood_ratio"]
+    for r in records:   # which sampler each prior row ran
+        if "nfe_per_image" in r and "snr" in r:
+            r.setdefault("sampler", f"pc {r['steps']} steps, snr {r['snr']}")
+        elif "nfe_per_image" in r:
+            if r.get("warm_start"):
+                r["sampler"] = f"{r['sampler']} {r['steps']} steps from {r['warm_start'][1]} at t0 {r['warm_start'][0]}"
+    cols.insert(4, "sampler")
     table = markdown_table(records, cols)
     table += f"\n\nWall time {time.time() - start:.0f} s. FISTA-TV: lam/||A||^2 tuned on brain validation images."
     write_results(args.stem, records, table, out_dir=args.out, prov=prov)

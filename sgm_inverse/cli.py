@@ -9,8 +9,8 @@ from pathlib import Path
 from .finetune import fine_tune_record as _fine_tune_record
 from .io import IMAGE_FORMATS, check_output, read_image, std_path, write_image, write_images
 from .recipes import REFERENCE_RECIPES
-from .tasks import (BASELINES, DEFAULT_CHECKPOINTS, FISTA_ITERATIONS, fit_image, forward_model, resize_image,
-                    run_baseline, task_defaults)
+from .tasks import (BASELINES, DEFAULT_CHECKPOINTS, FISTA_ITERATIONS, SAMPLER_CHOICES, fit_image, forward_model,
+                    resize_image, run_baseline, solve_settings)
 
 __all__ = ["main", "build_parser", "UserError", "REFERENCE_RECIPES", "DEFAULT_CHECKPOINTS", "_fine_tune_record"]
 
@@ -190,14 +190,25 @@ def cmd_solve(args) -> int:
     model = _load_model(args.checkpoint or DEFAULT_CHECKPOINTS[args.task], device, args.bf16)
     fm, y, affine = _problem(args, source, model)
     with _user_errors():   # --std: 4 samples by default, 2 or more
-        args.steps, args.samples, args.snr = task_defaults(args.task, steps=args.steps, samples=args.samples,
-                                                           snr=args.snr, std=args.std)
+        run = solve_settings(args.task, sampler=args.sampler, steps=args.steps, samples=args.samples, snr=args.snr,
+                             std=args.std, t_start=args.warm_start, warm_from=args.warm_from,
+                             pc_options=args.method != "auto" or any(getattr(args, k) is not None
+                                                                     for k in ("lam", "consistency", "zeta")))
+    warm = run.warm
     print(f"{args.task}: {source.name} -> measurement {tuple(y.shape[1:])}; reconstructing with "
-          f"{args.samples} sample(s), {args.steps} steps")
+          f"{run.samples} sample(s), {run.steps} steps of {run.sampler}"
+          + (f", warm-started at t = {warm[0]:g} from {warm[1]}" if warm else ""))
     with _user_errors():
-        options = {k: getattr(args, k) for k in ("lam", "consistency", "zeta") if getattr(args, k) is not None}
-        sol = solve(y.to(device), fm, model, method=args.method, steps=args.steps, n_samples=args.samples,
-                    snr=args.snr, seed=args.seed, progress=not args.quiet, **options)
+        options = {k: getattr(args, k) for k in ("lam", "consistency", "zeta", "eta") if getattr(args, k) is not None}
+        if warm is not None:   # CCDF: the sampler starts at t_start from a noised classical reconstruction
+            x_init, what, _ = run_baseline(warm[1], args.task, fm, y, geometry=args.geometry, mask=args.mask,
+                                           progress=False)
+            options.update(x_init=x_init.to(device), t_start=warm[0])
+            if not args.quiet:
+                print(f"warm start: {warm[1]} ({what})")
+        snr = {} if run.snr is None else {"snr": run.snr}
+        sol = solve(y.to(device), fm, model, method=args.method, sampler=run.sampler, steps=run.steps,
+                    n_samples=run.samples, seed=args.seed, progress=not args.quiet, **snr, **options)
     if sol.warning:
         print(sol.warning, file=sys.stderr)
     _write_result(sol.mean.clamp(0, 1), args.output, source, affine)
@@ -349,19 +360,30 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--method", default="auto", choices=["auto", "projection", "dps", "bayes", *BASELINES],
                    help="how the measurement conditions the prior, or a classical baseline without a prior: fbp "
                         "(ct), zero-filled (mri), fista-tv (ct, mri; weight --lam, default validation-tuned)")
-    v.add_argument("--snr", type=float, help="Langevin corrector signal-to-noise ratio (default: 0.5 for ct and "
-                   "mri, 0.16 otherwise)")
+    v.add_argument("--snr", type=float, help="PC sampler: Langevin corrector signal-to-noise ratio (default: 0.5 "
+                   "for ct and mri, 0.16 otherwise)")
     v.add_argument("--lam", type=float, help="projection: weight of the measured data in [0, 1] (default 1); "
                    "fista-tv: the TV weight (default: validation-tuned per setting, sgm_inverse.baselines.tuned)")
     v.add_argument("--consistency", choices=["transform", "cg"],
                    help="projection: Song et al.'s step in the transform domain or the CG minimum-norm step "
                         "(default: the forward model's, cg for ct and mri, transform for inpaint and colorize)")
-    v.add_argument("--zeta", type=float, help="dps: step size (default 1)")
+    v.add_argument("--zeta", type=float, help="dps: step size (default 1); diffpir: re-noising share (default 0.3)")
+    v.add_argument("--sampler", choices=SAMPLER_CHOICES,
+                   help="pc (predictor-corrector; NFE = 2 x steps + 1), reverse_diffusion, euler_maruyama, ancestral, "
+                        "or a few-step sampler with its own data step (NFE = steps): dds, diffpir, ddnm, pigdm "
+                        "(default per task, chosen by benchmarks/sampler_nfe.py; see docs/samplers.md)")
+    v.add_argument("--eta", type=float, help="dds, ddnm, pigdm: share of fresh noise when re-noising")
+    v.add_argument("--warm-start", type=float, metavar="T0", help="start the sampler at time T0 in (0, 1] from a "
+                   "noised classical reconstruction (--warm-from) instead of from noise at T = 1 (CCDF)")
+    v.add_argument("--warm-from", choices=[b for b in BASELINES],
+                   help="the reconstruction a warm start noises (default fista-tv; fbp for ct, zero-filled for mri)")
     v.add_argument("--iterations", type=int, default=FISTA_ITERATIONS,
                    help=f"fista-tv: iterations (default {FISTA_ITERATIONS}, as tuned)")
-    v.add_argument("--steps", type=int, help="sampler steps (default: 200 for ct and mri, 500 otherwise)")
+    v.add_argument("--steps", type=int, help="sampler steps (default: ct and mri 50 DDNM steps warm-started from "
+                   "FISTA-TV, 200 for a named pc or few-step sampler; 500 PC steps otherwise)")
     v.add_argument("--samples", type=int, help="posterior samples, their std is the uncertainty map (default: 1 "
-                   "for ct and mri, 4 otherwise and with --std)")
+                   "for ct and mri, 4 otherwise and with --std; more than one runs the pc sampler unless --sampler "
+                   "names another)")
     v.add_argument("--std", action="store_true", help="also write the pixelwise posterior std (OUTPUT_std)")
     v.add_argument("--resize", type=int, nargs="?", const=-1, metavar="SIDE",
                    help="resample the input to SIDE x SIDE (no value: the checkpoint's training size); by default "

@@ -85,11 +85,33 @@ def pick_method(forward_model) -> str:
     return "dps"
 
 
-def solve(measurement, forward_model, score_model, *, method: str = "auto", sampler: str = "pc",
-          steps: int = 500, corrector_steps: int = 1, snr: float = 0.16, n_samples: int = 1,
+# sampler="auto": the few-step sampler that benchmarks/sampler_nfe.py found best at <= 200 NFE from a cold start
+# (docs/samplers.md), where it applies; the PC sampler otherwise. Default steps per resolved sampler.
+AUTO_SAMPLER = "ddnm"
+DEFAULT_STEPS = {"pc": 500, "few_step": 200}   # PC-type samplers; DDS / DiffPIR / DDNM / PiGDM (steps = NFE)
+DEFAULT_SNR = 0.16
+
+
+def pick_sampler(forward_model, method, n_samples: int, snr, method_options: dict) -> str:
+    """What sampler="auto" runs: AUTO_SAMPLER for one sample (a point estimate) of a linear, time-independent
+    forward model (forward and adjoint) when neither a conditioning method, nor a Langevin snr, nor options
+    only the PC sampler takes were asked for; else "pc" (whose samples follow the posterior: use it for
+    n_samples > 1 and uncertainty maps)."""
+    few_step = (isinstance(method, str) and method == "auto" and n_samples == 1 and snr is None
+                and hasattr(forward_model, "adjoint") and not getattr(forward_model, "time_dependent", False)
+                and set(method_options) <= set(sampler_option_names(AUTO_SAMPLER)))
+    return AUTO_SAMPLER if few_step else "pc"
+
+
+def solve(measurement, forward_model, score_model, *, method: str = "auto", sampler: str = "auto",
+          steps: int | None = None, corrector_steps: int = 1, snr: float | None = None, n_samples: int = 1,
           seed: int | None = None, progress: bool = True, ood_check: bool = True,
           device=None, dtype=None, **method_options) -> Solution:
     """Sample x ~ p(x | y) for y = A(x) + noise with the prior given by `score_model`.
+
+    sampler "auto" (default): `pick_sampler` — DDNM with 200 steps (200 NFE) for one sample of a linear
+    forward model, else the PC sampler ("pc": reverse diffusion + 1 Langevin step, 500 steps, snr 0.16).
+    steps None: `DEFAULT_STEPS`, 200 for the few-step samplers, 500 for the PC-type ones.
 
     measurement: (B, *measurement_shape) or one unbatched measurement; forward_model: a
     `forward_models.ForwardModel`; score_model: anything with `.sde` and `__call__(x, t)`.
@@ -117,8 +139,14 @@ def solve(measurement, forward_model, score_model, *, method: str = "auto", samp
     """
     if not isinstance(method, Conditioner) and method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS} or a Conditioner")
+    if sampler == "auto":
+        sampler = pick_sampler(forward_model, method, n_samples, snr, method_options)
+    if steps is None:
+        steps = DEFAULT_STEPS["few_step" if sampler in TWEEDIE_SAMPLERS else "pc"]
+    snr = DEFAULT_SNR if snr is None else snr
     if sampler not in SAMPLERS and sampler not in TWEEDIE_SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; expected one of {tuple(SAMPLERS) + tuple(TWEEDIE_SAMPLERS)}")
+        raise ValueError(f"unknown sampler {sampler!r}; expected 'auto' or one of "
+                         f"{tuple(SAMPLERS) + tuple(TWEEDIE_SAMPLERS)}")
     if sampler in TWEEDIE_SAMPLERS and method != "auto":  # they condition on y in their own data step
         raise ValueError(f"sampler {sampler!r} brings its own data step; leave method='auto' (got {method!r})")
     if n_samples < 1 or steps < 1:

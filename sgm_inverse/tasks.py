@@ -8,6 +8,7 @@ Tasks: 'ct' (sparse-view CT), 'mri' (undersampled MRI), 'inpaint' (a box or rand
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -15,34 +16,95 @@ import torch.nn.functional as F
 # The shipped checkpoint each task uses when none is named.
 DEFAULT_CHECKPOINTS = {"ct": "general", "mri": "general", "inpaint": "digits32", "colorize": "patches32"}
 
-# Sampler defaults per task: (steps, samples, snr). CT and MRI: 200 PC steps (401 network evaluations) of one
-# sample keep a 128 x 128 scan under ~3 minutes on a 2-core CPU with the general prior; snr 0.5: 1.0 (brain64's
-# best at 64 x 64) diverged for the general prior on 128 x 128 brain validation slices at 8 views.
-SOLVE_DEFAULTS = {"ct": (200, 1, 0.5), "mri": (200, 1, 0.5), "inpaint": (500, 4, 0.16), "colorize": (500, 4, 0.16)}
-
 # baseline name -> the tasks it applies to
 BASELINES = {"fbp": ("ct",), "zero-filled": ("mri",), "fista-tv": ("ct", "mri")}
 FISTA_ITERATIONS = 300   # as tuned (benchmarks: fista_iters 300)
+
+# How `sgm-inverse solve` samples per task when not told: (sampler, steps, samples, warm start (t_start,
+# baseline) or None). CT and MRI: DDNM warm-started from FISTA-TV (validation-tuned weight) at t0 = 0.2 with
+# 50 steps (50 network evaluations): the best at <= 200 NFE in benchmarks/sampler_nfe.py (brain64 / ellipses64,
+# 64 x 64) and, for the general prior at 128 x 128, in benchmarks/cli_sampler_choice.py (docs/samplers.md): 8-view
+# CT 24.29 dB, 4x MRI 32.62 dB on brain validation slices, against 22.39 / 28.87 for 200 PC steps; 100 steps were
+# 0.08 dB better on average at twice the time.
+# Inpainting and colorization: the PC sampler, 500 steps, 4 samples (no classical start for them).
+SAMPLER_DEFAULTS = {"ct": ("ddnm", 50, 1, (0.2, "fista-tv")), "mri": ("ddnm", 50, 1, (0.2, "fista-tv")),
+                    "inpaint": ("pc", 500, 4, None), "colorize": ("pc", 500, 4, None)}
+SAMPLER_CHOICES = ("pc", "reverse_diffusion", "euler_maruyama", "ancestral", "dds", "diffpir", "ddnm", "pigdm")
+FEW_STEP = ("dds", "diffpir", "ddnm", "pigdm")   # steps = NFE; their own data step
+# The PC sampler's defaults where it runs for CT / MRI (a named --sampler pc, or --std): 200 steps (401 network
+# evaluations), snr 0.5 (1.0, brain64's best at 64 x 64, diverged for the general prior on 128 x 128 brain
+# validation slices at 8 views); a named few-step sampler without a warm start: 200 steps.
+PC_DEFAULTS = {"ct": (200, 0.5), "mri": (200, 0.5), "inpaint": (500, 0.16), "colorize": (500, 0.16)}
+FEW_STEP_STEPS = 200
+WARM_FROM_DEFAULT = "fista-tv"
+
+
+@dataclass
+class SolveSettings:
+    """What `sgm-inverse solve` runs: solve(sampler=, steps=, n_samples=samples, snr=) and, where warm is not
+    None, a warm start x_init = baseline reconstruction at t_start = warm[0] (baseline warm[1])."""
+    sampler: str
+    steps: int
+    samples: int
+    snr: float | None
+    warm: tuple[float, str] | None
+
 
 # the mask each task uses when none is named (CT and colorization have none)
 DEFAULT_MASKS = {"mri": "equispaced", "inpaint": "box"}
 
 
 def _check_task(task: str) -> None:
-    if task not in SOLVE_DEFAULTS:
-        raise ValueError(f"unknown task {task!r}; expected one of {sorted(SOLVE_DEFAULTS)}")
+    if task not in SAMPLER_DEFAULTS:
+        raise ValueError(f"unknown task {task!r}; expected one of {sorted(SAMPLER_DEFAULTS)}")
 
 
-def task_defaults(task: str, *, steps: int | None = None, samples: int | None = None, snr: float | None = None,
-                  std: bool = False) -> tuple[int, int, float]:
-    """(steps, samples, snr): the values given, the task's defaults (`SOLVE_DEFAULTS`) for those left None;
-    std=True (an uncertainty map is wanted) asks for 4 samples by default and refuses fewer than 2."""
+def solve_settings(task: str, *, sampler: str | None = None, steps: int | None = None, samples: int | None = None,
+                   snr: float | None = None, std: bool = False, t_start: float | None = None,
+                   warm_from: str | None = None, pc_options: bool = False) -> SolveSettings:
+    """The values given, the task's defaults (`SAMPLER_DEFAULTS`, `PC_DEFAULTS`) for those left None.
+
+    samples: 1 for CT / MRI, 4 otherwise; std=True (an uncertainty map is wanted) asks for 4 by default and
+    refuses fewer than 2. sampler: the task's, except that without a named sampler "pc" runs for more than one
+    sample (its samples follow the posterior; the few-step samplers' spread is too narrow, docs/samplers.md) and
+    where options only the PC sampler has were given (snr, or pc_options: a conditioning method, lam, zeta...).
+    A named sampler starts from noise unless t_start is given; a warm start needs a classical baseline for the
+    task (`BASELINES`: ct, mri), fista-tv unless warm_from names another. steps: the default sampler's, else
+    `PC_DEFAULTS` for PC-type samplers and `FEW_STEP_STEPS` for the few-step ones. snr: PC-type only."""
     _check_task(task)
-    default_steps, default_samples, default_snr = SOLVE_DEFAULTS[task]
+    if sampler is not None and sampler not in SAMPLER_CHOICES:
+        raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLER_CHOICES}")
+    default_sampler, default_steps, default_samples, default_warm = SAMPLER_DEFAULTS[task]
     samples = (4 if std else default_samples) if samples is None else samples
     if std and samples < 2:
         raise ValueError(f"an uncertainty map (--std) needs 2 or more samples (--samples), got {samples}")
-    return default_steps if steps is None else steps, samples, default_snr if snr is None else snr
+    if sampler is None and (samples > 1 or pc_options or snr is not None):
+        default_sampler, default_warm = "pc", None
+    if t_start is None and warm_from is not None:
+        if default_warm is None or sampler is not None:
+            raise ValueError("--warm-from needs --warm-start T0 (the time the sampler starts at)")
+        t_start = default_warm[0]
+    if t_start is None:
+        warm = default_warm if sampler is None else None
+    elif not 0.0 < t_start <= 1.0:
+        raise ValueError(f"warm start at t = {t_start:g}: expected 0 < T0 <= 1")
+    else:
+        warm = (float(t_start), warm_from or (default_warm[1] if default_warm else WARM_FROM_DEFAULT))
+    if warm is not None and (warm[1] not in BASELINES or task not in BASELINES[warm[1]]):
+        tasks = sorted({t for b in BASELINES.values() for t in b})
+        raise ValueError(f"a warm start needs a classical reconstruction for the task: {warm[1]} is not one for "
+                         f"{task} (warm starts: {', '.join(tasks)})")
+    name = sampler or default_sampler
+    pc_steps, pc_snr = PC_DEFAULTS[task]
+    if steps is None:   # the default's own steps where the default runs, else the sampler type's
+        steps = default_steps if (name, warm) == (SAMPLER_DEFAULTS[task][0], SAMPLER_DEFAULTS[task][3]) else \
+            (FEW_STEP_STEPS if name in FEW_STEP else pc_steps)
+    if name in FEW_STEP:
+        if snr is not None:
+            raise ValueError(f"--snr is the Langevin step of the PC sampler; {name} has none")
+    else:
+        snr = pc_snr if snr is None else snr
+    return SolveSettings(name, steps, samples, snr, warm)
 
 
 def forward_model(task: str, image_shape, *, views: int = 23, geometry: str = "parallel",

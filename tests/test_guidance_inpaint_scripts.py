@@ -196,7 +196,7 @@ def test_projection_inpainting_keeps_observed_pixels(single_thread, channels, ki
     fm = Inpainting.box(shape) if kind == "box" else Inpainting.random(shape, keep=0.25, seed=0)
     x = torch.rand(2, *shape, generator=torch.Generator().manual_seed(1))
     y = fm.simulate(x)
-    sol = solve(y, fm, model, steps=3, n_samples=1, seed=0, progress=False)
+    sol = solve(y, fm, model, sampler="pc", steps=3, n_samples=1, seed=0, progress=False)
     sample = sol.samples[0]
     observed = fm.mask.bool().expand_as(sample)
     assert (sample - y).abs()[observed].max() < 1e-6
@@ -209,5 +209,5 @@ def test_projection_colorization_keeps_grey_level(single_thread):
     fm = Grayscale(32)
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     y = fm.simulate(x)
-    sample = solve(y, fm, model, steps=3, seed=0, progress=False).samples[0]
+    sample = solve(y, fm, model, sampler="pc", steps=3, seed=0, progress=False).samples[0]
     assert (fm(sample) - y).abs().max() < 1e-5
