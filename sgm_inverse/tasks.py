@@ -13,6 +13,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .samplers.tweedie_samplers import TWEEDIE_SAMPLERS
+from .solve import SAMPLERS
+
 # The shipped checkpoint each task uses when none is named.
 DEFAULT_CHECKPOINTS = {"ct": "general", "mri": "general", "inpaint": "digits32", "colorize": "patches32"}
 
@@ -29,8 +32,8 @@ FISTA_ITERATIONS = 300   # as tuned (benchmarks: fista_iters 300)
 # Inpainting and colorization: the PC sampler, 500 steps, 4 samples (no classical start for them).
 SAMPLER_DEFAULTS = {"ct": ("ddnm", 50, 1, (0.2, "fista-tv")), "mri": ("ddnm", 50, 1, (0.2, "fista-tv")),
                     "inpaint": ("pc", 500, 4, None), "colorize": ("pc", 500, 4, None)}
-SAMPLER_CHOICES = ("pc", "reverse_diffusion", "euler_maruyama", "ancestral", "dds", "diffpir", "ddnm", "pigdm")
-FEW_STEP = ("dds", "diffpir", "ddnm", "pigdm")   # steps = NFE; their own data step
+FEW_STEP = tuple(TWEEDIE_SAMPLERS)   # dds, diffpir, ddnm, pigdm: steps = NFE; their own data step
+SAMPLER_CHOICES = (*SAMPLERS, *FEW_STEP)
 # The PC sampler's defaults where it runs for CT / MRI (a named --sampler pc, or --std): 200 steps (401 network
 # evaluations), snr 0.5 (1.0, brain64's best at 64 x 64, diverged for the general prior on 128 x 128 brain
 # validation slices at 8 views); a named few-step sampler without a warm start: 200 steps.
