@@ -96,15 +96,11 @@ def run_prior(model, op, y, setting, args):
 def run_cli_default(model, op, y, kind: str, args):
     """The command line's default for the task (`sgm_inverse.tasks.solve_settings`): DDNM warm-started from
     FISTA-TV with its validation-tuned weight, as `sgm-inverse solve` runs it."""
-    from sgm_inverse.tasks import run_baseline, solve_settings
-    run = solve_settings(kind)
-    options = {} if run.snr is None else {"snr": run.snr}
-    if run.warm is not None:
-        x_init, _, _ = run_baseline(run.warm[1], kind, op, y, progress=False)
-        options.update(x_init=x_init, t_start=run.warm[0])
-    sol = solve(y, op, model, sampler=run.sampler, steps=args.steps or run.steps, n_samples=run.samples,
-                seed=args.seed, progress=not args.quiet, **options)
-    return sol.mean.clamp(0, 1), {"steps": args.steps or run.steps, "sampler": run.sampler,
+    from sgm_inverse.tasks import solve_settings
+    run = solve_settings(kind, steps=args.steps)
+    kw, _ = run.solve_kwargs(kind, op, y)
+    sol = solve(y, op, model, seed=args.seed, progress=not args.quiet, **kw)
+    return sol.mean.clamp(0, 1), {"steps": run.steps, "sampler": run.sampler,
                                    "warm_start": list(run.warm) if run.warm else None,
                                    "nfe_per_image": sol.nfe * run.samples, "samples": run.samples,
                                    "warning": sol.warning,

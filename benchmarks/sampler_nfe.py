@@ -211,13 +211,20 @@ def warm_estimate(starts: dict, args) -> torch.Tensor:
     return starts["fista_tv"] if args.warm_from == "fista_tv" else next(iter(starts.values()))
 
 
-def run_config(model, op, x, y, base, method, budget, opts, args, t_start=None, x_init=None) -> tuple[dict, torch.Tensor]:
-    """One reconstruction of every image with `method` at `budget` NFE per sample and options `opts`."""
+def replay_options(rec: dict) -> dict:
+    """The options of a record to run it again with `run_config` (which adds t_start itself; solve_kwargs
+    re-adds the method and steps it recorded)."""
+    return {k: v for k, v in rec["options"].items() if k != "t_start"}
+
+
+def run_config(model, op, x, y, base, method, budget, opts, args, t_start=None, starts=None) -> tuple[dict, torch.Tensor]:
+    """One reconstruction of every image with `method` at `budget` NFE per sample and options `opts`; with
+    t_start, warm-started from `warm_estimate(starts, args)`."""
     kw = solve_kwargs(method, budget, opts)
     if method in TWEEDIE:
         kw.setdefault("schedule", args.schedule)
     if t_start is not None:
-        kw.update(x_init=x_init, t_start=t_start)
+        kw.update(x_init=warm_estimate(starts, args), t_start=t_start)
     timed = TimedModel(model)
     start = time.perf_counter()
     sol = solve(y, op, timed, n_samples=args.n_samples, seed=args.seed, progress=not args.no_progress,
@@ -262,15 +269,12 @@ def run_setting(name: str, args) -> tuple[list, dict]:
             best = None
             for budget in budgets:
                 if budget in args.extra_budgets and args.extra_fixed:   # the options chosen at the largest budget
-                    opts = {k: v for k, v in best[0]["options"].items()
-                            if k not in ("t_start", "method") and not (method in TWEEDIE and k == "schedule")}
-                    trials_at = [(opts, best[0]["t_start"])]
+                    trials_at = [(replay_options(best[0]), best[0]["t_start"])]
                 else:
                     trials_at = grid
                 trials = []
                 for opts, t_start in trials_at:
-                    rec, mean = run_config(model, op, x, y, base, method, budget, opts, args, t_start,
-                                           warm_estimate(starts, args) if t_start is not None else None)
+                    rec, mean = run_config(model, op, x, y, base, method, budget, opts, args, t_start, starts)
                     trials.append((rec, mean))
                     print(f"{name:13s} {rec['method']:14s} NFE {rec['nfe']:4d}  PSNR {rec['psnr_mean']:6.2f}  "
                           f"SSIM {rec['ssim_mean']:.3f}  {rec['seconds_per_image']:.3g} s/img  "
@@ -306,11 +310,8 @@ def test_rows(name: str, records: list, args) -> list:
             if id(r) in done:
                 done[id(r)]["picked_for"] += f", {why}"
                 continue
-            method = label.removesuffix("+ws")
-            opts = {k: v for k, v in r["options"].items() if k not in ("t_start", "method")
-                    and not (method == "pc" and k == "sampler")}
-            rec, _ = run_config(model, op, x, y, base, method, r["budget"], opts, args, r["t_start"],
-                                warm_estimate(starts, args) if r["t_start"] is not None else None)
+            rec, _ = run_config(model, op, x, y, base, label.removesuffix("+ws"), r["budget"], replay_options(r),
+                                args, r["t_start"], starts)
             rec["picked_for"], rec["val_psnr"] = why, r["psnr_mean"]
             done[id(r)] = rec
             out.append(rec)

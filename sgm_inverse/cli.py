@@ -200,15 +200,12 @@ def cmd_solve(args) -> int:
           + (f", warm-started at t = {warm[0]:g} from {warm[1]}" if warm else ""))
     with _user_errors():
         options = {k: getattr(args, k) for k in ("lam", "consistency", "zeta", "eta") if getattr(args, k) is not None}
-        if warm is not None:   # CCDF: the sampler starts at t_start from a noised classical reconstruction
-            x_init, what, _ = run_baseline(warm[1], args.task, fm, y, geometry=args.geometry, mask=args.mask,
-                                           progress=False)
-            options.update(x_init=x_init.to(device), t_start=warm[0])
-            if not args.quiet:
-                print(f"warm start: {warm[1]} ({what})")
-        snr = {} if run.snr is None else {"snr": run.snr}
-        sol = solve(y.to(device), fm, model, method=args.method, sampler=run.sampler, steps=run.steps,
-                    n_samples=run.samples, seed=args.seed, progress=not args.quiet, **snr, **options)
+        # a warm start (CCDF) runs the baseline here: the sampler starts at t_start from its noised result
+        kw, what = run.solve_kwargs(args.task, fm, y, geometry=args.geometry, mask=args.mask)
+        if what and not args.quiet:
+            print(f"warm start: {warm[1]} ({what})")
+        sol = solve(y.to(device), fm, model, method=args.method, seed=args.seed, progress=not args.quiet, **kw,
+                    **options)
     if sol.warning:
         print(sol.warning, file=sys.stderr)
     _write_result(sol.mean.clamp(0, 1), args.output, source, affine)

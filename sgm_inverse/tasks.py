@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .samplers.tweedie_samplers import TWEEDIE_SAMPLERS
-from .solve import SAMPLERS
+from .solve import DEFAULT_STEPS, SAMPLERS
 
 # The shipped checkpoint each task uses when none is named.
 DEFAULT_CHECKPOINTS = {"ct": "general", "mri": "general", "inpaint": "digits32", "colorize": "patches32"}
@@ -38,7 +38,7 @@ SAMPLER_CHOICES = (*SAMPLERS, *FEW_STEP)
 # evaluations), snr 0.5 (1.0, brain64's best at 64 x 64, diverged for the general prior on 128 x 128 brain
 # validation slices at 8 views); a named few-step sampler without a warm start: 200 steps.
 PC_DEFAULTS = {"ct": (200, 0.5), "mri": (200, 0.5), "inpaint": (500, 0.16), "colorize": (500, 0.16)}
-FEW_STEP_STEPS = 200
+FEW_STEP_STEPS = DEFAULT_STEPS["few_step"]
 WARM_FROM_DEFAULT = "fista-tv"
 
 
@@ -51,6 +51,18 @@ class SolveSettings:
     samples: int
     snr: float | None
     warm: tuple[float, str] | None
+
+    def solve_kwargs(self, task: str, fm, y, *, geometry: str = "parallel", mask: str | None = None):
+        """(keywords of solve() for these settings, a line describing the warm start's baseline or None):
+        sampler, steps, n_samples, snr where the sampler has one, and x_init / t_start of a warm start (the
+        baseline run on y with fm, as `run_baseline`; solve() moves it to its device)."""
+        kw = {"sampler": self.sampler, "steps": self.steps, "n_samples": self.samples}
+        if self.snr is not None:
+            kw["snr"] = self.snr
+        if self.warm is None:
+            return kw, None
+        x_init, what, _ = run_baseline(self.warm[1], task, fm, y, geometry=geometry, mask=mask, progress=False)
+        return {**kw, "x_init": x_init, "t_start": self.warm[0]}, what
 
 
 # the mask each task uses when none is named (CT and colorization have none)
