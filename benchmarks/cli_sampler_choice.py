@@ -10,7 +10,8 @@ parallel CT and 4x equispaced MRI, noise-free, one sample, fixed seed. Candidate
     pc            the previous default: 200 PC steps (401 NFE), snr 0.5, projection with CG consistency
     ddnm          200 steps from noise (200 NFE)
     ddnm+ws       a warm start from FISTA-TV (validation-tuned weight, `sgm_inverse.tasks.run_baseline`, as the
-                  command line computes it) at t0, then `steps` DDNM steps
+                  command line computes it) at t0, then `steps` DDNM steps; "x K" (`--ws-samples`): the mean
+                  of K such samples (K times the network evaluations)
 
 The small-image study (benchmarks/sampler_nfe.py, brain64 / ellipses64 at 64 x 64) chose DDNM warm-started
 from FISTA-TV; this checks that the choice carries over to the general prior at 128 x 128 and picks t0 and the
@@ -42,7 +43,9 @@ def candidates(args) -> list:
            ("ddnm 200", {"sampler": "ddnm", "steps": 200}, None)]
     for t0 in args.t0:
         for steps in args.ws_steps:
-            out.append((f"ddnm+ws t0={t0:g} {steps}", {"sampler": "ddnm", "steps": steps}, t0))
+            for k in args.ws_samples:
+                out.append((f"ddnm+ws t0={t0:g} {steps}" + (f" x {k}" if k > 1 else ""),
+                            {"sampler": "ddnm", "steps": steps, "n_samples": k}, t0))
     return out
 
 
@@ -53,6 +56,8 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--t0", type=float, nargs="+", default=[0.2, 0.3])
     ap.add_argument("--ws-steps", type=int, nargs="+", default=[50, 100])
+    ap.add_argument("--ws-samples", type=int, nargs="+", default=[1],
+                    help="samples averaged by the warm-started candidates (the reconstruction is their mean)")
     ap.add_argument("--settings", nargs="+", default=["ct8", "mri4"], choices=["ct8", "mri4"])
     ap.add_argument("--skip-pc", action="store_true", help="leave out the (slow) PC candidate")
     ap.add_argument("--merge", action="store_true",
@@ -82,7 +87,7 @@ def main(argv=None) -> int:
             warm = {} if t0 is None else {"x_init": tv, "t_start": t0}
             sol = solve(y, op, model, seed=0, progress=False, ood_check=False, **kw, **warm)
             r = sol.mean.clamp(0, 1)
-            row = {**ckpt, "setting": setting, "candidate": label, "nfe": sol.nfe,
+            row = {**ckpt, "setting": setting, "candidate": label, "nfe": sol.nfe * kw.get("n_samples", 1),
                    "psnr": round(float(psnr(r, x, data_range=1.0).mean()), 2),
                    "ssim": round(float(ssim(r, x, data_range=1.0).mean()), 3),
                    "seconds_per_image": round((time.time() - t) / len(x), 1)}

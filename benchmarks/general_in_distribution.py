@@ -1,17 +1,23 @@
 """The general prior on the in-distribution test splits, beside validation-tuned FISTA-TV and the domain priors.
 
     python benchmarks/general_in_distribution.py --settings brain-ct8 brain-ct23 brain-mri4 brain-mri8 \
-        ellipses-ct8 ellipses-ct23 --methods fista_tv general
+        ellipses-ct8 ellipses-ct23 --methods baseline fista_tv general general:cli
 
 25 test images per setting (evenly spaced over the test split, as benchmarks/reconstruction.py takes them),
-64 x 64, noise-free. FISTA-TV: lam = c ||A||^2 with c grid-searched on 8 *validation* images of the same data
-set and setting. Score priors: solve() with the command line's defaults for CT and MRI (projection, CG
-consistency, snr 0.5; `--steps` PC steps, one sample), the same for every prior and setting: nothing is
-tuned on the test split. Writes benchmarks/results/<stem>.{json,md}.
+64 x 64, noise-free. Settings: parallel-beam CT at 4, 6, 8 and 23 views over pi, fan-beam CT at 8 views over
+2 pi (`ctfan8`), equispaced MRI at 4x and 8x, for the brain and the ellipses data sets. FISTA-TV: lam = c ||A||^2
+with c grid-searched on 8 *validation* images of the same data set and setting. Score priors, the same for
+every prior and setting (nothing is tuned on the test split):
+  <checkpoint>      PC with projection and CG consistency, `--steps` steps at snr `--snr`, one sample;
+  <checkpoint>:cli  the command line's default for the task (`sgm_inverse.tasks.solve_settings`: the mean of 4
+                    DDNM samples warm-started at t0), warm-started from this setting's validation-tuned FISTA-TV
+                    (the row above it) rather than the command line's brain-tuned weight.
+Writes benchmarks/results/<stem>.{json,md}.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -27,10 +33,21 @@ from sgm_inverse import load_score_model, solve  # noqa: E402
 from sgm_inverse.baselines import fbp, fista_tv, zero_filled  # noqa: E402
 from sgm_inverse.data import get_dataset  # noqa: E402
 from sgm_inverse.metrics import psnr, ssim  # noqa: E402
+from sgm_inverse.tasks import solve_settings  # noqa: E402
 
 FISTA_C = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 SETTINGS = {f"{d}-{k}{n}": (d, k, n) for d in ("brain", "ellipses") for k, n in
-            (("ct", 4), ("ct", 8), ("ct", 23), ("mri", 4), ("mri", 8))}
+            (("ct", 4), ("ct", 6), ("ct", 8), ("ct", 23), ("ctfan", 8), ("mri", 4), ("mri", 8))}
+
+
+def operator(kind: str, n: int, size: int = 64):
+    """The forward model of a setting: parallel-beam CT over pi, fan-beam CT over 2 pi (astra's default source
+    and detector distances, as benchmarks/ct_sparse_view.py), or equispaced Cartesian MRI."""
+    if kind == "ct":
+        return SparseViewCT(size, n)
+    if kind == "ctfan":
+        return SparseViewCT(size, n, geometry="fan", angular_range=2 * math.pi)
+    return UndersampledMRI(size, acceleration=n)
 
 
 def images(dataset: str, split: str, n: int) -> torch.Tensor:
@@ -54,33 +71,58 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     prov = provenance()
     rows = []
+    models = {}
     for name in args.settings:
         dataset, kind, n = SETTINGS[name]
-        op = SparseViewCT(64, n) if kind == "ct" else UndersampledMRI(64, acceleration=n)
+        task = "mri" if kind == "mri" else "ct"
+        op = operator(kind, n)
         x = images(dataset, "test", args.n)
         y = op(x)
+        fista = None        # this setting's validation-tuned FISTA-TV reconstruction (also the :cli warm start)
+
+        def fista_recon():
+            nonlocal fista
+            if fista is None:
+                c, lip, _ = tune_fista_c(op, images(dataset, "val", args.n_val), FISTA_C, n_iter=300)
+                fista = c, fista_tv(op, y, c * lip, n_iter=300, lipschitz=lip, box=(0.0, 1.0))
+            return fista
+
         for method in args.methods:
             t0, extra = time.time(), {}
             if method == "baseline":
-                label, r = ("FBP", fbp(op, y)) if kind == "ct" else ("zero-filled", zero_filled(op, y))
+                label, r = ("FBP", fbp(op, y)) if task == "ct" else ("zero-filled", zero_filled(op, y))
             elif method == "fista_tv":
-                c, lip, _ = tune_fista_c(op, images(dataset, "val", args.n_val), FISTA_C, n_iter=300)
-                label, r = "FISTA-TV", fista_tv(op, y, c * lip, n_iter=300, lipschitz=lip, box=(0.0, 1.0))
-                extra = {"lam_over_L": c, "at_grid_edge": c in (FISTA_C[0], FISTA_C[-1])}
+                c, r = fista_recon()
+                label, extra = "FISTA-TV", {"lam_over_L": c, "at_grid_edge": c in (FISTA_C[0], FISTA_C[-1])}
             else:
-                model = load_score_model(method)
-                sol = solve(y, op, model, steps=args.steps, snr=args.snr, seed=0, progress=False, ood_check=False)
+                checkpoint, cli = method.removesuffix(":cli"), method.endswith(":cli")
+                if checkpoint not in models:
+                    models[checkpoint] = load_score_model(checkpoint)
+                model = models[checkpoint]
+                if cli:
+                    run = solve_settings(task)
+                    kw = {"sampler": run.sampler, "steps": run.steps, "n_samples": run.samples}
+                    if run.warm is not None:
+                        t_fista = time.time()
+                        kw.update(x_init=fista_recon()[1], t_start=run.warm[0])
+                        t0 += time.time() - t_fista    # FISTA-TV is timed in its own row
+                    extra = {"sampler": run.sampler, "steps": run.steps, "samples": run.samples,
+                             "warm_start": [run.warm[0], "fista-tv (setting-tuned)"] if run.warm else None}
+                else:
+                    kw = {"steps": args.steps, "snr": args.snr}
+                    extra = {"sampler": "pc", "steps": args.steps, "snr": args.snr, "samples": 1}
+                sol = solve(y, op, model, seed=0, progress=False, ood_check=False, **kw)
                 label, r = method, sol.mean
-                extra = {"steps": args.steps, "snr": args.snr, "nfe_per_image": sol.nfe,
-                         "checkpoint_step": model.config.get("training", {}).get("step")}
+                extra.update(nfe_per_image=sol.nfe * extra["samples"], checkpoint=checkpoint,
+                             checkpoint_step=model.config.get("training", {}).get("step"))
             r = r.clamp(0, 1)
             p, s = psnr(r, x, data_range=1.0), ssim(r, x, data_range=1.0)
             rows.append({"setting": name, "method": label, "n": args.n, "psnr": round(float(p.mean()), 2),
                          "psnr_std": round(float(p.std()), 2), "ssim": round(float(s.mean()), 3),
                          "seconds_per_image": round((time.time() - t0) / args.n, 2), **extra})
             print(rows[-1], flush=True)
-    table = markdown_table(rows, ["setting", "method", "n", "psnr", "psnr_std", "ssim", "nfe_per_image",
-                                  "seconds_per_image"])
+    table = markdown_table(rows, ["setting", "method", "n", "psnr", "psnr_std", "ssim", "sampler", "steps",
+                                  "samples", "nfe_per_image", "seconds_per_image"])
     write_results(args.stem, rows, table, out_dir=args.out, prov=prov)
     return 0
 

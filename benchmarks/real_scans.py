@@ -175,7 +175,9 @@ def main(argv=None) -> int:
             r.setdefault("sampler", f"pc {r['steps']} steps, snr {r['snr']}")
         elif "nfe_per_image" in r:
             if r.get("warm_start"):
-                r["sampler"] = f"{r['sampler']} {r['steps']} steps from {r['warm_start'][1]} at t0 {r['warm_start'][0]}"
+                mean = f", mean of {r['samples']}" if r.get("samples", 1) > 1 else ""
+                r["sampler"] = (f"{r['sampler']} {r['steps']} steps{mean} from {r['warm_start'][1]} "
+                                f"at t0 {r['warm_start'][0]}")
     cols.insert(4, "sampler")
     table = markdown_table(records, cols)
     table += f"\n\nWall time {time.time() - start:.0f} s. FISTA-TV: lam/||A||^2 tuned on brain validation images."

@@ -24,13 +24,15 @@ BASELINES = {"fbp": ("ct",), "zero-filled": ("mri",), "fista-tv": ("ct", "mri")}
 FISTA_ITERATIONS = 300   # as tuned (benchmarks: fista_iters 300)
 
 # How `sgm-inverse solve` samples per task when not told: (sampler, steps, samples, warm start (t_start,
-# baseline) or None). CT and MRI: DDNM warm-started from FISTA-TV (validation-tuned weight) at t0 = 0.2 with
-# 50 steps (50 network evaluations): the best at <= 200 NFE in benchmarks/sampler_nfe.py (brain64 / ellipses64,
-# 64 x 64) and, for the general prior at 128 x 128, in benchmarks/cli_sampler_choice.py (docs/samplers.md): 8-view
-# CT 24.29 dB, 4x MRI 32.62 dB on brain validation slices, against 22.39 / 28.87 for 200 PC steps; 100 steps were
-# 0.08 dB better on average at twice the time.
+# baseline) or None). CT and MRI: the mean of 4 DDNM samples, each warm-started from FISTA-TV (validation-tuned
+# weight) at t0 = 0.2 with 50 steps (200 network evaluations in all, in one batch). DDNM warm-started from
+# FISTA-TV was the best at <= 200 NFE in benchmarks/sampler_nfe.py (brain64 / ellipses64, 64 x 64) and, for the
+# general prior at 128 x 128, in benchmarks/cli_sampler_choice.py (docs/samplers.md): one sample 24.29 dB at
+# 8-view CT and 32.62 dB at 4x MRI on brain validation slices, against 22.39 / 28.87 for 200 PC steps, and 100
+# steps only 0.08 dB better than 50. The mean of 4 such samples (an estimate of the posterior mean, which a
+# single sample is not) was better still: see cli_sampler_choice.md ("x 4" rows).
 # Inpainting and colorization: the PC sampler, 500 steps, 4 samples (no classical start for them).
-SAMPLER_DEFAULTS = {"ct": ("ddnm", 50, 1, (0.2, "fista-tv")), "mri": ("ddnm", 50, 1, (0.2, "fista-tv")),
+SAMPLER_DEFAULTS = {"ct": ("ddnm", 50, 4, (0.2, "fista-tv")), "mri": ("ddnm", 50, 4, (0.2, "fista-tv")),
                     "inpaint": ("pc", 500, 4, None), "colorize": ("pc", 500, 4, None)}
 FEW_STEP = tuple(TWEEDIE_SAMPLERS)   # dds, diffpir, ddnm, pigdm: steps = NFE; their own data step
 SAMPLER_CHOICES = (*SAMPLERS, *FEW_STEP)
@@ -79,10 +81,11 @@ def solve_settings(task: str, *, sampler: str | None = None, steps: int | None =
                    warm_from: str | None = None, pc_options: bool = False) -> SolveSettings:
     """The values given, the task's defaults (`SAMPLER_DEFAULTS`, `PC_DEFAULTS`) for those left None.
 
-    samples: 1 for CT / MRI, 4 otherwise; std=True (an uncertainty map is wanted) asks for 4 by default and
-    refuses fewer than 2. sampler: the task's, except that without a named sampler "pc" runs for more than one
-    sample (its samples follow the posterior; the few-step samplers' spread is too narrow, docs/samplers.md) and
-    where options only the PC sampler has were given (snr, or pc_options: a conditioning method, lam, zeta...).
+    samples: the task's (4: the reconstruction is their mean); std=True (an uncertainty map is wanted) asks for 4
+    by default and refuses fewer than 2. sampler: the task's, except that without a named sampler "pc" runs for
+    an uncertainty map (its samples follow the posterior; the few-step samplers' spread is too narrow,
+    docs/samplers.md) and where options only the PC sampler has were given (snr, or pc_options: a conditioning
+    method, lam, zeta...).
     A named sampler starts from noise unless t_start is given; a warm start needs a classical baseline for the
     task (`BASELINES`: ct, mri), fista-tv unless warm_from names another. steps: the default sampler's, else
     `PC_DEFAULTS` for PC-type samplers and `FEW_STEP_STEPS` for the few-step ones. snr: PC-type only."""
@@ -93,7 +96,9 @@ def solve_settings(task: str, *, sampler: str | None = None, steps: int | None =
     samples = (4 if std else default_samples) if samples is None else samples
     if std and samples < 2:
         raise ValueError(f"an uncertainty map (--std) needs 2 or more samples (--samples), got {samples}")
-    if sampler is None and (samples > 1 or pc_options or snr is not None):
+    if sampler is None and (std or pc_options or snr is not None):
+        # an uncertainty map needs samples that follow the posterior: PC's do, the few-step samplers' spread is
+        # too narrow (docs/samplers.md); their mean over several samples is still the better reconstruction
         default_sampler, default_warm = "pc", None
     if t_start is None and warm_from is not None:
         if default_warm is None or sampler is not None:

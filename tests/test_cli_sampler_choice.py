@@ -26,15 +26,17 @@ def test_cli_sampler_choice_rows_and_merge(tmp_path):
               "--out", str(tmp_path), "--stem", "choice"]
     try:
         cli_sampler_choice.main(common + ["--settings", "ct8", "--skip-pc"])
-        cli_sampler_choice.main(common + ["--settings", "mri4", "--skip-pc", "--merge"])
+        cli_sampler_choice.main(common + ["--settings", "mri4", "--skip-pc", "--merge", "--ws-samples", "1", "2"])
     finally:
         torch.set_num_threads(before)
     rows = json.loads((tmp_path / "choice.json").read_text())["records"]
     assert [(r["setting"], r["candidate"]) for r in rows] == [
-        (s, c) for s in ("ct8", "mri4") for c in ("fista-tv (no prior)", "ddnm 200", "ddnm+ws t0=0.2 3")]
+        (s, c) for s in ("ct8", "mri4") for c in ("fista-tv (no prior)", "ddnm 200", "ddnm+ws t0=0.2 3")] + [
+        ("mri4", "ddnm+ws t0=0.2 3 x 2")]
     for r in rows:
         assert r["checkpoint"] == str(tmp_path / "tiny") and r["checkpoint_step"] is None
-        assert r["nfe"] == {"fista-tv (no prior)": 0, "ddnm 200": 200, "ddnm+ws t0=0.2 3": 3}[r["candidate"]]
+        assert r["nfe"] == {"fista-tv (no prior)": 0, "ddnm 200": 200, "ddnm+ws t0=0.2 3": 3,
+                            "ddnm+ws t0=0.2 3 x 2": 6}[r["candidate"]]   # network evaluations per image
         assert 0 < r["psnr"] < 100
     # the warm start begins near FISTA-TV: 3 steps from t0 = 0.2 stay far closer to it than 200 from noise
     by = {(r["setting"], r["candidate"]): r["psnr"] for r in rows}

@@ -25,6 +25,9 @@ def test_solve_settings_fill_in_what_is_not_given():
     assert solve_settings("ct", warm_from="fbp").warm == (0.2, "fbp")   # the default t0 from another baseline
     std = solve_settings("ct", std=True)   # an uncertainty map: PC samples, which follow the posterior
     assert (std.sampler, std.samples, std.warm, std.steps) == ("pc", 4, None, PC_DEFAULTS["ct"][0])
+    more = solve_settings("mri", samples=8)   # more samples for a better mean: still the default sampler
+    assert (more.sampler, more.samples, more.warm) == ("ddnm", 8, (0.2, "fista-tv"))
+    assert solve_settings("ct", samples=1).samples == 1
     assert solve_settings("ct", steps=7, snr=0.3, sampler="pc").snr == 0.3
     for asked in (dict(snr=0.3), dict(pc_options=True)):   # options only the PC sampler has: it runs
         got = solve_settings("mri", **asked)
@@ -85,3 +88,18 @@ def test_sampler_flag_errors_are_one_line(tiny16, tmp_path):
                            (("--warm-start", "0.3", "--warm-from", "zero-filled"), "zero-filled is not one for ct")]:
         r = run(*common, *extra)
         assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_default_is_the_mean_of_several_ddnm_samples(tiny16, tmp_path):
+    """Without sampler options `solve ct` runs the task's default: SAMPLER_DEFAULTS' samples of DDNM, warm-started,
+    all in one batch (the network is called once per step, not once per sample and step)."""
+    image = np.zeros((16, 16), np.float32)
+    image[4:12, 5:11] = 0.8
+    np.save(tmp_path / "slice.npy", image)
+    samples = SAMPLER_DEFAULTS["ct"][2]
+    assert samples > 1
+    r = run("solve", "ct", str(tmp_path / "slice.npy"), "-o", str(tmp_path / "x.npy"), "--checkpoint", str(tiny16),
+            "--views", "6", "--steps", "2")
+    assert r.returncode == 0, r.stderr
+    assert f"{samples} sample(s), 2 steps of ddnm, warm-started at t = 0.2 from fista-tv" in r.stdout
+    assert "(2 score evaluations" in r.stdout      # one batch of all samples: 2 network calls
