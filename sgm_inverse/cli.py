@@ -215,7 +215,8 @@ def cmd_solve(args) -> int:
         _write_result(std / std.max().clamp_min(1e-12) if path.endswith(".png") else std, path, source, affine)
         written.append(path)
     residual = (sol.residual / y.abs().flatten(1).norm(dim=1).cpu().clamp_min(1e-12)).mean()
-    print(f"wrote {', '.join(written)} ({sol.nfe} score evaluations, {sol.seconds:.1f} s, relative residual "
+    batch = f" of a batch of {run.samples} samples" if run.samples > 1 else ""   # one call scores every sample
+    print(f"wrote {', '.join(written)} ({sol.nfe} score evaluations{batch}, {sol.seconds:.1f} s, relative residual "
           f"{float(residual):.3g})")
     return 0
 

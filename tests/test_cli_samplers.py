@@ -102,4 +102,4 @@ def test_default_is_the_mean_of_several_ddnm_samples(tiny16, tmp_path):
             "--views", "6", "--steps", "2")
     assert r.returncode == 0, r.stderr
     assert f"{samples} sample(s), 2 steps of ddnm, warm-started at t = 0.2 from fista-tv" in r.stdout
-    assert "(2 score evaluations" in r.stdout      # one batch of all samples: 2 network calls
+    assert f"(2 score evaluations of a batch of {samples} samples" in r.stdout   # 2 network calls in all
