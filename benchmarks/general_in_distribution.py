@@ -101,7 +101,7 @@ def main(argv=None) -> int:
                 model = models[checkpoint]
                 if cli:
                     run = solve_settings(task)
-                    kw = {"sampler": run.sampler, "steps": run.steps, "n_samples": run.samples}
+                    kw = run.sampler_kwargs()   # the warm start from this setting's FISTA-TV, not the CLI's
                     if run.warm is not None:
                         t_fista = time.time()
                         kw.update(x_init=fista_recon()[1], t_start=run.warm[0])

@@ -54,13 +54,19 @@ class SolveSettings:
     snr: float | None
     warm: tuple[float, str] | None
 
-    def solve_kwargs(self, task: str, fm, y, *, geometry: str = "parallel", mask: str | None = None):
-        """(keywords of solve() for these settings, a line describing the warm start's baseline or None):
-        sampler, steps, n_samples, snr where the sampler has one, and x_init / t_start of a warm start (the
-        baseline run on y with fm, as `run_baseline`; solve() moves it to its device)."""
+    def sampler_kwargs(self) -> dict:
+        """The keywords of solve() that need no measurement: sampler, steps, n_samples, snr where the sampler
+        has one (a warm start's x_init / t_start are solve_kwargs')."""
         kw = {"sampler": self.sampler, "steps": self.steps, "n_samples": self.samples}
         if self.snr is not None:
             kw["snr"] = self.snr
+        return kw
+
+    def solve_kwargs(self, task: str, fm, y, *, geometry: str = "parallel", mask: str | None = None):
+        """(keywords of solve() for these settings, a line describing the warm start's baseline or None):
+        `sampler_kwargs()` and x_init / t_start of a warm start (the baseline run on y with fm, as
+        `run_baseline`; solve() moves it to its device)."""
+        kw = self.sampler_kwargs()
         if self.warm is None:
             return kw, None
         x_init, what, _ = run_baseline(self.warm[1], task, fm, y, geometry=geometry, mask=mask, progress=False)
