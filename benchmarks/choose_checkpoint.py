@@ -25,7 +25,7 @@ from forward_models import SparseViewCT, UndersampledMRI  # noqa: E402
 from sgm_inverse import load_score_model, solve  # noqa: E402
 from sgm_inverse.data import BrainSlices, Ellipses  # noqa: E402
 from sgm_inverse.metrics import psnr, ssim  # noqa: E402
-from sgm_inverse.tasks import solve_settings  # noqa: E402
+from sgm_inverse.tasks import solve_settings, task_of  # noqa: E402
 
 
 def validation_set(n: int) -> dict:
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
         if args.sampler == "pc":
             return {"steps": args.steps or 100, "snr": 1.0}
         if (data, name) not in cli_kwargs:
-            task = name.rstrip("0123456789")
+            task = task_of(op)
             cli_kwargs[data, name] = solve_settings(task, steps=args.steps).solve_kwargs(task, op, y)[0]
         return cli_kwargs[data, name]
 

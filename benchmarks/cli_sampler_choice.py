@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     best = max(means, key=means.get)
     table = markdown_table(rows, ["setting", "candidate", "nfe", "psnr", "ssim", "seconds_per_image"])
     table += (f"\n\nBrain validation slices {idx.tolist()} at {args.size} x {args.size}, checkpoint "
-              f"`{args.checkpoint}`. Mean PSNR over the two settings: "
+              f"`{args.checkpoint}`. Mean PSNR over {' and '.join(args.settings)}: "
               + ", ".join(f"{k} {v:.2f}" for k, v in means.items()) + f". Best: **{best}**. "
               f"Wall time {time.time() - start:.0f} s.")
     write_results(args.stem, rows, table, out_dir=args.out, prov=prov)

@@ -33,7 +33,7 @@ from sgm_inverse import load_score_model, solve  # noqa: E402
 from sgm_inverse.baselines import fbp, fista_tv, zero_filled  # noqa: E402
 from sgm_inverse.data import get_dataset  # noqa: E402
 from sgm_inverse.metrics import psnr, ssim  # noqa: E402
-from sgm_inverse.tasks import solve_settings  # noqa: E402
+from sgm_inverse.tasks import solve_settings, task_of  # noqa: E402
 
 FISTA_C = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 SETTINGS = {f"{d}-{k}{n}": (d, k, n) for d in ("brain", "ellipses") for k, n in
@@ -74,8 +74,8 @@ def main(argv=None) -> int:
     models = {}
     for name in args.settings:
         dataset, kind, n = SETTINGS[name]
-        task = "mri" if kind == "mri" else "ct"
         op = operator(kind, n)
+        task = task_of(op)
         x = images(dataset, "test", args.n)
         y = op(x)
         fista = None        # this setting's validation-tuned FISTA-TV reconstruction (also the :cli warm start)

@@ -28,7 +28,7 @@ from sgm_inverse import load_score_model, solve  # noqa: E402
 from sgm_inverse.data import BrainSlices  # noqa: E402
 from sgm_inverse.metrics import psnr, ssim  # noqa: E402
 from sgm_inverse.patch_score import PatchScore  # noqa: E402
-from sgm_inverse.tasks import solve_settings  # noqa: E402
+from sgm_inverse.tasks import solve_settings, task_of  # noqa: E402
 
 
 def sampler_label(run) -> str:
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
                                   for p in args.patches}}
     rows = []
     for setting, op in {"ct8": SparseViewCT(args.size, 8), "mri4": UndersampledMRI(args.size, acceleration=4)}.items():
-        task, y = ("ct" if setting.startswith("ct") else "mri"), op(x)
+        task, y = task_of(op), op(x)
         for sampler in args.sampler:
             run = solve_settings(task, steps=args.steps) if sampler == "cli" else \
                 solve_settings(task, sampler="pc", steps=args.steps)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, markdown_table, provenance, tune_fista_c, write_results  # noqa: E402
+from common import RESULTS, checkpoint_step, markdown_table, provenance, tune_fista_c, write_results  # noqa: E402
 
 from forward_models import SparseViewCT, UndersampledMRI  # noqa: E402
 from sgm_inverse import load_score_model, solve  # noqa: E402
@@ -160,6 +160,9 @@ def main(argv=None) -> int:
                         r, extra = run_cli_default(model, op, y, kind, args)
                     else:
                         r, extra = run_prior(model, op, y, setting, args)
+                    # which weights: benchmarks/stale_results.py flags the row once another step ships
+                    extra = {**extra, "checkpoint": method.removesuffix(":cli").split("_patch")[0],
+                             "checkpoint_step": checkpoint_step(model)}
                 rec = {"scan": scan, "size": size, "setting": setting, "method": name,
                        "psnr": round(float(psnr(r, x, data_range=1.0)[0]), 2),
                        "ssim": round(float(ssim(r, x, data_range=1.0)[0]), 3),

@@ -156,6 +156,18 @@ def forward_model(task: str, image_shape, *, views: int = 23, geometry: str = "p
     return Grayscale(size, noise_std=noise_std)
 
 
+def task_of(forward_model) -> str:
+    """The task whose defaults suit `forward_model`, the inverse of `forward_model()`: SparseViewCT (parallel or
+    fan beam) -> 'ct', UndersampledMRI -> 'mri', Inpainting -> 'inpaint', Grayscale -> 'colorize'."""
+    from forward_models import Grayscale, Inpainting, SparseViewCT, UndersampledMRI
+    for cls, task in ((SparseViewCT, "ct"), (UndersampledMRI, "mri"), (Inpainting, "inpaint"),
+                      (Grayscale, "colorize")):
+        if isinstance(forward_model, cls):
+            return task
+    raise TypeError(f"no task's defaults fit a {type(forward_model).__name__}; "
+                    "pass solve()'s sampler settings yourself")
+
+
 def resize_image(image: torch.Tensor, side: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, side, side): area averaging when shrinking, bilinear when enlarging."""
     if tuple(image.shape[-2:]) == (side, side):

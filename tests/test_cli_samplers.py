@@ -5,8 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sgm_inverse.tasks import FEW_STEP_STEPS, PC_DEFAULTS, SAMPLER_CHOICES, SAMPLER_DEFAULTS, solve_settings
+from sgm_inverse.tasks import (FEW_STEP_STEPS, PC_DEFAULTS, SAMPLER_CHOICES, SAMPLER_DEFAULTS, forward_model,
+                               solve_settings, task_of)
 from test_cli import run, save_tiny_model
+
+
+def test_task_of_inverts_forward_model():
+    """Benchmarks pick a forward model's defaults through task_of; it must give back the task that built it,
+    for both CT geometries, and refuse physics that no task's defaults were chosen for."""
+    for task, kw in (("ct", {}), ("ct", {"geometry": "fan"}), ("mri", {}), ("inpaint", {}), ("colorize", {})):
+        shape = (3, 16, 16) if task == "colorize" else (1, 16, 16)
+        assert task_of(forward_model(task, shape, views=4, **kw)) == task
+    with pytest.raises(TypeError, match="no task"):
+        task_of(object())
 
 
 def test_solve_settings_fill_in_what_is_not_given():
