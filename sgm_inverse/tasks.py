@@ -156,16 +156,15 @@ def forward_model(task: str, image_shape, *, views: int = 23, geometry: str = "p
     return Grayscale(size, noise_std=noise_std)
 
 
-def task_of(forward_model) -> str:
-    """The task whose defaults suit `forward_model`, the inverse of `forward_model()`: SparseViewCT (parallel or
-    fan beam) -> 'ct', UndersampledMRI -> 'mri', Inpainting -> 'inpaint', Grayscale -> 'colorize'."""
+def task_of(op) -> str:
+    """The task whose defaults suit the forward model `op`, the inverse of `forward_model()`: SparseViewCT
+    (parallel or fan beam) -> 'ct', UndersampledMRI -> 'mri', Inpainting -> 'inpaint', Grayscale -> 'colorize'."""
     from forward_models import Grayscale, Inpainting, SparseViewCT, UndersampledMRI
     for cls, task in ((SparseViewCT, "ct"), (UndersampledMRI, "mri"), (Inpainting, "inpaint"),
                       (Grayscale, "colorize")):
-        if isinstance(forward_model, cls):
+        if isinstance(op, cls):
             return task
-    raise TypeError(f"no task's defaults fit a {type(forward_model).__name__}; "
-                    "pass solve()'s sampler settings yourself")
+    raise TypeError(f"no task's defaults fit a {type(op).__name__}; pass solve()'s sampler settings yourself")
 
 
 def resize_image(image: torch.Tensor, side: int) -> torch.Tensor:
