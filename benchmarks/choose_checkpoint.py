@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, markdown_table, provenance, write_results  # noqa: E402
+from common import RESULTS, checkpoint_step, markdown_table, provenance, write_results  # noqa: E402
 
 from forward_models import SparseViewCT, UndersampledMRI  # noqa: E402
 from sgm_inverse import load_score_model, solve  # noqa: E402
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     rows = []
     for ckpt in args.checkpoints:
         model = load_score_model(ckpt)
-        row = {"checkpoint": ckpt, "step": model.config.get("training", {}).get("step"), "sampler": args.sampler}
+        row = {"checkpoint": ckpt, "step": checkpoint_step(model), "sampler": args.sampler}
         scores = []
         t0 = time.time()
         for data, x in images.items():

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, markdown_table, provenance, tune_fista_c, write_results  # noqa: E402
+from common import RESULTS, checkpoint_step, markdown_table, provenance, tune_fista_c, write_results  # noqa: E402
 
 from forward_models import SparseViewCT, UndersampledMRI  # noqa: E402
 from sgm_inverse import load_score_model, solve  # noqa: E402
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
                 sol = solve(y, op, model, seed=0, progress=False, ood_check=False, **kw)
                 label, r = method, sol.mean
                 extra.update(nfe_per_image=sol.nfe * extra["samples"], checkpoint=checkpoint,
-                             checkpoint_step=model.config.get("training", {}).get("step"))
+                             checkpoint_step=checkpoint_step(model))
             r = r.clamp(0, 1)
             p, s = psnr(r, x, data_range=1.0), ssim(r, x, data_range=1.0)
             rows.append({"setting": name, "method": label, "n": args.n, "psnr": round(float(p.mean()), 2),

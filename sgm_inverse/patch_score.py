@@ -9,9 +9,9 @@ scores are put back (summed, no averaging: the patches do not overlap) and cropp
 
 A fresh offset at every call moves the patch seams, so over a sampling run no pixel is always at a
 seam. The alternative for a convolutional, crop-trained network is to apply it to the whole image
-directly; benchmarks/patch_vs_direct.py measures both (on brain validation slices at 128 x 128 they were within
-0.06 dB of each other, the patches at 1.6-3.4x the time, so the library applies the network directly) and
-benchmarks/real_scans.py can add a patch-assembled row (`--patch`).
+directly; benchmarks/patch_vs_direct.py measures both (on brain validation slices at 128 x 128, with the command
+line's sampler, they were within 0.08 dB of each other, 64 px patches at 1.6-2.1x the time, so the library
+applies the network directly) and benchmarks/real_scans.py can add a patch-assembled row (`--patch`).
 """
 from __future__ import annotations
 

@@ -27,10 +27,11 @@ FISTA_ITERATIONS = 300   # as tuned (benchmarks: fista_iters 300)
 # baseline) or None). CT and MRI: the mean of 4 DDNM samples, each warm-started from FISTA-TV (validation-tuned
 # weight) at t0 = 0.2 with 50 steps (200 network evaluations in all, in one batch). DDNM warm-started from
 # FISTA-TV was the best at <= 200 NFE in benchmarks/sampler_nfe.py (brain64 / ellipses64, 64 x 64) and, for the
-# general prior at 128 x 128, in benchmarks/cli_sampler_choice.py (docs/samplers.md): one sample 24.29 dB at
-# 8-view CT and 32.62 dB at 4x MRI on brain validation slices, against 22.39 / 28.87 for 200 PC steps, and 100
-# steps only 0.08 dB better than 50. The mean of 4 such samples (an estimate of the posterior mean, which a
-# single sample is not) was better still: see cli_sampler_choice.md ("x 4" rows).
+# general prior at 128 x 128, in benchmarks/cli_sampler_choice.py (docs/samplers.md; general step 5,540): one
+# sample 24.36 dB at 8-view CT and 33.26 dB at 4x MRI on brain validation slices, against 22.63 / 29.46 for 200
+# PC steps (and, at step 2,100, 100 steps only 0.08 dB better than 50). The mean of 4 such samples (an estimate
+# of the posterior mean, which a single sample is not) was better still: 24.75 / 34.25 ("x 4" rows); 8 samples
+# added 0.21 dB at 4x MRI for twice the evaluations (cli_sampler_choice_mri.md).
 # Inpainting and colorization: the PC sampler, 500 steps, 4 samples (no classical start for them).
 SAMPLER_DEFAULTS = {"ct": ("ddnm", 50, 4, (0.2, "fista-tv")), "mri": ("ddnm", 50, 4, (0.2, "fista-tv")),
                     "inpaint": ("pc", 500, 4, None), "colorize": ("pc", 500, 4, None)}
