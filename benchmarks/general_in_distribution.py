@@ -12,11 +12,13 @@ every prior and setting (nothing is tuned on the test split):
   <checkpoint>:cli  the command line's default for the task (`sgm_inverse.tasks.solve_settings`: the mean of 4
                     DDNM samples warm-started at t0), warm-started from this setting's validation-tuned FISTA-TV
                     (the row above it) rather than the command line's brain-tuned weight.
-Writes benchmarks/results/<stem>.{json,md}.
+Writes benchmarks/results/<stem>.{json,md}; `--merge` keeps the rows of the settings this run does not redo
+(several runs, e.g. one per core, may merge into the same file: the read-merge-write holds a lock).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -26,7 +28,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, checkpoint_step, markdown_table, provenance, tune_fista_c, write_results  # noqa: E402
+from common import (RESULTS, checkpoint_step, file_lock, markdown_table, provenance, tune_fista_c,  # noqa: E402
+                    write_results)
 
 from forward_models import SparseViewCT, UndersampledMRI  # noqa: E402
 from sgm_inverse import load_score_model, solve  # noqa: E402
@@ -65,6 +68,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--snr", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of <stem>.json whose setting this run does not redo")
     ap.add_argument("--stem", default="general_in_distribution")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -121,9 +126,18 @@ def main(argv=None) -> int:
                          "psnr_std": round(float(p.std()), 2), "ssim": round(float(s.mean()), 3),
                          "seconds_per_image": round((time.time() - t0) / args.n, 2), **extra})
             print(rows[-1], flush=True)
-    table = markdown_table(rows, ["setting", "method", "n", "psnr", "psnr_std", "ssim", "sampler", "steps",
-                                  "samples", "nfe_per_image", "seconds_per_image"])
-    write_results(args.stem, rows, table, out_dir=args.out, prov=prov)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with file_lock(args.out / f".{args.stem}.lock"):
+        path = args.out / f"{args.stem}.json"
+        if args.merge and path.exists():
+            old = json.loads(path.read_text())
+            kept = [r for r in old["records"] if r["setting"] not in args.settings]
+            rows = sorted(kept + rows, key=lambda r: list(SETTINGS).index(r["setting"]))   # stable: method order
+            prov["merged"] = (f"settings {args.settings} by this command; "
+                              f"{sorted({r['setting'] for r in kept})} from: {old['provenance'].get('command')}")
+        table = markdown_table(rows, ["setting", "method", "n", "psnr", "psnr_std", "ssim", "sampler", "steps",
+                                      "samples", "nfe_per_image", "seconds_per_image"])
+        write_results(args.stem, rows, table, out_dir=args.out, prov=prov)
     return 0
 
 
