@@ -1,11 +1,12 @@
-"""Choose the warm-start time t0 of `sgm-inverse solve ct|mri` per task, on validation images of every lane.
+"""The warm-start time t0 of `sgm-inverse solve ct|mri`, lane by lane, on validation images.
 
     python benchmarks/warm_start_time.py --lanes brain-ct8 brain-ct23 brain-mri4 ellipses-ct8 ellipses-ct23 \
         ellipses-mri4 --t0 0.03 0.05 0.1 0.2 0.3
 
 The command line's default (`sgm_inverse.tasks.solve_settings`: the mean of 4 DDNM samples, 50 steps each) is
-re-run from the same FISTA-TV warm start x_ws at several t0, i.e. from x_t0 = x_ws + sigma(t0) z: a small t0 keeps
-more of the warm start, a large one lets the prior redraw more of it. Per lane (the settings of
+re-run from the same FISTA-TV warm start x_ws at several t0, i.e. from x_t0 = alpha(t0) (x_ws + sigma(t0) z) with
+sigma = std / alpha (alpha = 1 for the VE SDE): a small t0 keeps more of the warm start, a large one lets the prior
+redraw more of it. Per lane (the settings of
 benchmarks/general_in_distribution.py), on *validation* images only: FISTA-TV's weight c (lam = c ||A||^2) is
 grid-searched on `--n-tune` of them and the t0 candidates are scored on `--n` others (the two sets are disjoint;
 the test split is never read). Noise-free, fixed seed, `general` unless `--checkpoint` names another prior.
@@ -104,7 +105,8 @@ def main(argv=None) -> int:
             sol = solve(y, op, model, seed=0, progress=False, ood_check=False, x_init=warm, t_start=t0,
                         **run.sampler_kwargs())
             r = sol.mean.clamp(0, 1)
-            sigma = float(model.sde.scale_std(torch.tensor(t0))[1])
+            alpha, std = model.sde.scale_std(torch.tensor(t0))
+            sigma = float(std / alpha)   # the noise-to-signal level the sampler restarts from
             rows.append({**base, "candidate": f"{run.sampler} {run.steps} x {run.samples}", "t0": t0,
                          "sigma_t0": round(sigma, 4), "lam_over_L": c,
                          "psnr": round(float(psnr(r, x, data_range=1.0).mean()), 2),
