@@ -75,3 +75,11 @@ def tune_fista_c(op, x_val: torch.Tensor, cs, n_iter: int = 300) -> tuple[float,
     best, table = tune_fista_lambda(op, x_val, op(x_val), [c * lip for c in cs], n_iter=n_iter,
                                     fista_options={"lipschitz": lip, "box": (0.0, 1.0)})
     return cs[[row["lam"] for row in table].index(best)], lip, table
+
+
+def tuned_fista_tv(op, x_val: torch.Tensor, y: torch.Tensor, cs, n_iter: int = 300) -> tuple[float, torch.Tensor]:
+    """(c, FISTA-TV reconstruction of y) with lam = c ||A||^2 as `tune_fista_c` chose c on x_val (box [0, 1],
+    n_iter iterations in both): the validation-tuned baseline the benchmarks compare against and warm-start from."""
+    from sgm_inverse.baselines import fista_tv
+    c, lip, _ = tune_fista_c(op, x_val, cs, n_iter=n_iter)
+    return c, fista_tv(op, y, c * lip, n_iter=n_iter, lipschitz=lip, box=(0.0, 1.0))

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import (RESULTS, checkpoint_step, file_lock, markdown_table, provenance, tune_fista_c,  # noqa: E402
+from common import (RESULTS, checkpoint_step, file_lock, markdown_table, provenance, tuned_fista_tv,  # noqa: E402
                     write_results)
 
 from forward_models import SparseViewCT, UndersampledMRI  # noqa: E402
 from sgm_inverse import load_score_model, solve  # noqa: E402
-from sgm_inverse.baselines import fbp, fista_tv, zero_filled  # noqa: E402
+from sgm_inverse.baselines import fbp, zero_filled  # noqa: E402
 from sgm_inverse.data import get_dataset  # noqa: E402
 from sgm_inverse.metrics import psnr, ssim  # noqa: E402
 from sgm_inverse.tasks import solve_settings, task_of  # noqa: E402
@@ -88,8 +88,7 @@ def main(argv=None) -> int:
         def fista_recon():
             nonlocal fista
             if fista is None:
-                c, lip, _ = tune_fista_c(op, images(dataset, "val", args.n_val), FISTA_C, n_iter=300)
-                fista = c, fista_tv(op, y, c * lip, n_iter=300, lipschitz=lip, box=(0.0, 1.0))
+                fista = tuned_fista_tv(op, images(dataset, "val", args.n_val), y, FISTA_C, n_iter=300)
             return fista
 
         for method in args.methods:

@@ -24,11 +24,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, checkpoint_step, markdown_table, provenance, tune_fista_c, write_results  # noqa: E402
+from common import RESULTS, checkpoint_step, markdown_table, provenance, tuned_fista_tv, write_results  # noqa: E402
 from general_in_distribution import FISTA_C, SETTINGS, operator  # noqa: E402
 
 from sgm_inverse import load_score_model, solve  # noqa: E402
-from sgm_inverse.baselines import fista_tv  # noqa: E402
 from sgm_inverse.data import get_dataset  # noqa: E402
 from sgm_inverse.metrics import psnr, ssim  # noqa: E402
 from sgm_inverse.tasks import solve_settings, task_of  # noqa: E402
@@ -92,9 +91,9 @@ def main(argv=None) -> int:
         data = get_dataset(dataset, "val", image_size=args.size)
         tune, score = split_validation(len(data), args.n_tune, args.n)
         x_tune, x = (torch.stack([data[int(i)] for i in ix]) for ix in (tune, score))
-        c, lip, _ = tune_fista_c(op, x_tune, FISTA_C, n_iter=300)
         y = op(x)
-        warm = fista_tv(op, y, c * lip, n_iter=300, lipschitz=lip, box=(0.0, 1.0)).clamp(0, 1)
+        c, warm = tuned_fista_tv(op, x_tune, y, FISTA_C, n_iter=300)
+        warm = warm.clamp(0, 1)
         base = {**ckpt, "lane": lane, "size": args.size, "images": score.tolist()}
         rows.append({**base, "candidate": "FISTA-TV", "t0": None, "sigma_t0": None, "lam_over_L": c,
                      "psnr": round(float(psnr(warm, x, data_range=1.0).mean()), 2),
