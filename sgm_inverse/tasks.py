@@ -31,7 +31,9 @@ FISTA_ITERATIONS = 300   # as tuned (benchmarks: fista_iters 300)
 # sample 24.36 dB at 8-view CT and 33.26 dB at 4x MRI on brain validation slices, against 22.63 / 29.46 for 200
 # PC steps (and, at step 2,100, 100 steps only 0.08 dB better than 50). The mean of 4 such samples (an estimate
 # of the posterior mean, which a single sample is not) was better still: 24.75 / 34.25 ("x 4" rows); 8 samples
-# added 0.21 dB at 4x MRI for twice the evaluations (cli_sampler_choice_mri.md).
+# added 0.21 dB at 4x MRI for twice the evaluations (cli_sampler_choice_mri.md). t0 = 0.2 for every view count was
+# kept after benchmarks/warm_start_time.py (docs/samplers.md): a t0 falling with the measurements per pixel, which
+# 64 x 64 validation slices favoured, lost up to 1.97 dB on the real scans, and 128 x 128 slices chose 0.2 too.
 # Inpainting and colorization: the PC sampler, 500 steps, 4 samples (no classical start for them).
 SAMPLER_DEFAULTS = {"ct": ("ddnm", 50, 4, (0.2, "fista-tv")), "mri": ("ddnm", 50, 4, (0.2, "fista-tv")),
                     "inpaint": ("pc", 500, 4, None), "colorize": ("pc", 500, 4, None)}
