@@ -10,7 +10,7 @@ with c grid-searched on 8 *validation* images of the same data set and setting. 
 every prior and setting (nothing is tuned on the test split):
   <checkpoint>      PC with projection and CG consistency, `--steps` steps at snr `--snr`, one sample;
   <checkpoint>:cli  the command line's default for the task (`sgm_inverse.tasks.solve_settings`: the mean of 4
-                    DDNM samples warm-started at t0), warm-started from this setting's validation-tuned FISTA-TV
+                    (CT) or 8 (MRI) DDNM samples warm-started at t0), warm-started from this setting's validation-tuned FISTA-TV
                     (the row above it) rather than the command line's brain-tuned weight.
 Writes benchmarks/results/<stem>.{json,md}; `--merge` keeps the rows of the settings this run does not redo
 (several runs, e.g. one per core, may merge into the same file: the read-merge-write holds a lock).

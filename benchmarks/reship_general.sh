@@ -45,5 +45,5 @@ run python benchmarks/general_in_distribution.py --settings brain-ct4 brain-ct6 
     ellipses-mri8 --methods baseline fista_tv general:cli -n 10 --out $RESULTS $T
 run python benchmarks/patch_vs_direct.py --checkpoint general --size 128 --patches 32 64 -n 4 --sampler cli \
     --out $RESULTS $T
-run python benchmarks/cli_sampler_choice.py -n 3 --size 128 --t0 0.2 --ws-steps 50 --ws-samples 1 4 --out $RESULTS $T
+run python benchmarks/cli_sampler_choice.py -n 3 --size 128 --t0 0.2 --ws-steps 50 --ws-samples 1 4 8 --out $RESULTS $T
 run python benchmarks/stale_results.py --results $RESULTS --checkpoint general

@@ -32,6 +32,7 @@ HISTORICAL = {
     "digits32_steps_study": "sampler steps at digits32 step 1461",
     "digits32_weighting_study": "sigma2 vs edm loss weighting at step 1461",
     "bf16_check": "float32 vs bfloat16 network at brain64 step 2430",
+    "general5540_warm_start": "warm-start time t0 and MRI sample count at general step 5540",
 }
 
 

@@ -3,10 +3,10 @@
     python benchmarks/warm_start_time.py --lanes brain-ct8 brain-ct23 brain-mri4 ellipses-ct8 ellipses-ct23 \
         ellipses-mri4 --t0 0.03 0.05 0.1 0.2 0.3
 
-The command line's default (`sgm_inverse.tasks.solve_settings`: the mean of 4 DDNM samples, 50 steps each) is
-re-run from the same FISTA-TV warm start x_ws at several t0, i.e. from x_t0 = alpha(t0) (x_ws + sigma(t0) z) with
-sigma = std / alpha (alpha = 1 for the VE SDE): a small t0 keeps more of the warm start, a large one lets the prior
-redraw more of it. Per lane (the settings of
+The command line's default (`sgm_inverse.tasks.solve_settings`: the mean of 4 (CT) or 8 (MRI; 4 before step 9,000
+of `general` shipped) DDNM samples, 50 steps each) is re-run from the same FISTA-TV warm start x_ws at several t0,
+i.e. from x_t0 = alpha(t0) (x_ws + sigma(t0) z) with sigma = std / alpha (alpha = 1 for the VE SDE): a small t0
+keeps more of the warm start, a large one lets the prior redraw more of it. Per lane (the settings of
 benchmarks/general_in_distribution.py), on *validation* images only: FISTA-TV's weight c (lam = c ||A||^2) is
 grid-searched on `--n-tune` of them and the t0 candidates are scored on `--n` others (the two sets are disjoint;
 the test split is never read). Noise-free, fixed seed, `general` unless `--checkpoint` names another prior.

@@ -380,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--steps", type=int, help="sampler steps (default: ct and mri 50 DDNM steps warm-started from "
                    "FISTA-TV, 200 for a named pc or few-step sampler; 500 PC steps otherwise)")
     v.add_argument("--samples", type=int, help="samples drawn in one batch; the output is their mean, their std "
-                   "the uncertainty map (default 4; --std runs the pc sampler unless --sampler names another)")
+                   "the uncertainty map (default: 8 for mri, else 4; --std runs the pc sampler with 4 unless told)")
     v.add_argument("--std", action="store_true", help="also write the pixelwise posterior std (OUTPUT_std)")
     v.add_argument("--resize", type=int, nargs="?", const=-1, metavar="SIDE",
                    help="resample the input to SIDE x SIDE (no value: the checkpoint's training size); by default "

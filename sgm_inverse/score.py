@@ -41,15 +41,24 @@ class ScoreModel(nn.Module):
     the input's device, so sampling is faster on hardware with bfloat16 kernels while the
     preconditioning, the score and everything a sampler does with it (forward models, data
     consistency) stay in the input's precision.
+
+    `cpu_chunk_pixels`: on the CPU, in eval mode, the network sees the batch in chunks of about this
+    many pixels (B x H x W; at least one image a chunk; None = one call). Its time per pixel grows
+    with the batch once the activations outgrow the caches: `general` (2.1 M parameters) on one
+    thread of this project's CPU took 72 ms per 64 x 64 pixels at 32,768 pixels a call, 91 at
+    65,536 and about 100 at 131,072 (4 and 8 images of 128 x 128). Every operation of the shipped
+    networks is per image (GroupNorm, convolutions), so the chunks give the same result.
     """
 
     def __init__(self, network: nn.Module, sde: SDE, sigma_data: float = 0.5, config: dict | None = None,
-                 autocast: torch.dtype | None = None, prior_mean: torch.Tensor | None = None):
+                 autocast: torch.dtype | None = None, prior_mean: torch.Tensor | None = None,
+                 cpu_chunk_pixels: int | None = 32768):
         super().__init__()
         self.network, self.sde, self.sigma_data = network, sde, float(sigma_data)
         self.config = dict(config or {})
         self.autocast = autocast
         self.prior_mean = prior_mean
+        self.cpu_chunk_pixels = cpu_chunk_pixels
 
     @property
     def prior_mean(self) -> torch.Tensor | None:
@@ -114,8 +123,17 @@ class ScoreModel(nn.Module):
         p = next(iter(self.network.parameters()), None)
         net_dtype = p.dtype if p is not None and p.is_floating_point() else x.dtype
         with region:
-            out = self.network((append_dims(c_in, x.ndim) * x_tilde).to(net_dtype), (sigma.log() / 4).to(net_dtype))
+            out = self._network((append_dims(c_in, x.ndim) * x_tilde).to(net_dtype), (sigma.log() / 4).to(net_dtype))
         return append_dims(c_skip, x.ndim) * x_tilde + append_dims(c_out, x.ndim) * out.to(x.dtype)
+
+    def _network(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        """F(x_in, c_noise) for x_in (B, C, H, W), c_noise (B,); in chunks of images on the CPU (see the class)."""
+        pixels = x_in.shape[0] * x_in[0, 0].numel()
+        if (self.training or x_in.device.type != "cpu" or not self.cpu_chunk_pixels
+                or pixels <= self.cpu_chunk_pixels):
+            return self.network(x_in, c_noise)
+        per_chunk = max(1, self.cpu_chunk_pixels // x_in[0, 0].numel())
+        return torch.cat([self.network(xc, cc) for xc, cc in zip(x_in.split(per_chunk), c_noise.split(per_chunk))])
 
     def forward(self, x: torch.Tensor, t) -> torch.Tensor:
         t = time_vector(t, x.shape[0], x)

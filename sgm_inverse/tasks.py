@@ -24,18 +24,20 @@ BASELINES = {"fbp": ("ct",), "zero-filled": ("mri",), "fista-tv": ("ct", "mri")}
 FISTA_ITERATIONS = 300   # as tuned (benchmarks: fista_iters 300)
 
 # How `sgm-inverse solve` samples per task when not told: (sampler, steps, samples, warm start (t_start,
-# baseline) or None). CT and MRI: the mean of 4 DDNM samples, each warm-started from FISTA-TV (validation-tuned
-# weight) at t0 = 0.2 with 50 steps (200 network evaluations in all, in one batch). DDNM warm-started from
-# FISTA-TV was the best at <= 200 NFE in benchmarks/sampler_nfe.py (brain64 / ellipses64, 64 x 64) and, for the
-# general prior at 128 x 128, in benchmarks/cli_sampler_choice.py (docs/samplers.md; general step 5,540): one
-# sample 24.36 dB at 8-view CT and 33.26 dB at 4x MRI on brain validation slices, against 22.63 / 29.46 for 200
-# PC steps (and, at step 2,100, 100 steps only 0.08 dB better than 50). The mean of 4 such samples (an estimate
-# of the posterior mean, which a single sample is not) was better still: 24.75 / 34.25 ("x 4" rows); 8 samples
-# added 0.21 dB at 4x MRI for twice the evaluations (cli_sampler_choice_mri.md). t0 = 0.2 for every view count was
-# kept after benchmarks/warm_start_time.py (docs/samplers.md): a t0 falling with the measurements per pixel, which
-# 64 x 64 validation slices favoured, lost up to 1.97 dB on the real scans, and 128 x 128 slices chose 0.2 too.
+# baseline) or None). CT and MRI: the mean of 4 (CT) or 8 (MRI) DDNM samples, each warm-started from FISTA-TV
+# (validation-tuned weight) at t0 = 0.2 with 50 steps (200 / 400 network evaluations in all, in one batch).
+# DDNM warm-started from FISTA-TV was the best at <= 200 NFE in benchmarks/sampler_nfe.py (brain64 / ellipses64,
+# 64 x 64) and, for the general prior at 128 x 128, in benchmarks/cli_sampler_choice.py (docs/samplers.md): at
+# step 9,000 one sample gave 24.45 dB at 8-view CT and 33.64 dB at 4x MRI on brain validation slices, against
+# 22.87 / 29.85 for 200 PC steps (and, at step 2,100, 100 steps were only 0.08 dB better than 50). The mean of
+# several samples estimates the posterior mean, which one sample does not: 4 gave 24.84 / 34.68, 8 gave 24.90 /
+# 34.91. MRI takes 8 (+0.23 dB; +0.21 at step 5,540, archive/general5540_warm_start/), its data step being a cheap FFT;
+# CT keeps 4 (8 added 0.06 dB), so that a 128 x 128 8-view scan stays well inside 3 minutes on 2 CPU cores.
+# t0 = 0.2 for every view count was kept after benchmarks/warm_start_time.py (docs/samplers.md): a t0 falling
+# with the measurements per pixel, which 64 x 64 validation slices favoured, lost up to 1.97 dB on the real
+# scans, and 128 x 128 slices chose 0.2 too.
 # Inpainting and colorization: the PC sampler, 500 steps, 4 samples (no classical start for them).
-SAMPLER_DEFAULTS = {"ct": ("ddnm", 50, 4, (0.2, "fista-tv")), "mri": ("ddnm", 50, 4, (0.2, "fista-tv")),
+SAMPLER_DEFAULTS = {"ct": ("ddnm", 50, 4, (0.2, "fista-tv")), "mri": ("ddnm", 50, 8, (0.2, "fista-tv")),
                     "inpaint": ("pc", 500, 4, None), "colorize": ("pc", 500, 4, None)}
 FEW_STEP = tuple(TWEEDIE_SAMPLERS)   # dds, diffpir, ddnm, pigdm: steps = NFE; their own data step
 SAMPLER_CHOICES = (*SAMPLERS, *FEW_STEP)

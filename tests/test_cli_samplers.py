@@ -36,7 +36,7 @@ def test_solve_settings_fill_in_what_is_not_given():
     assert solve_settings("ct", warm_from="fbp").warm == (0.2, "fbp")   # the default t0 from another baseline
     std = solve_settings("ct", std=True)   # an uncertainty map: PC samples, which follow the posterior
     assert (std.sampler, std.samples, std.warm, std.steps) == ("pc", 4, None, PC_DEFAULTS["ct"][0])
-    more = solve_settings("mri", samples=8)   # more samples for a better mean: still the default sampler
+    more = solve_settings("ct", samples=8)   # more samples for a better mean: still the default sampler
     assert (more.sampler, more.samples, more.warm) == ("ddnm", 8, (0.2, "fista-tv"))
     assert solve_settings("ct", samples=1).samples == 1
     assert solve_settings("ct", steps=7, snr=0.3, sampler="pc").snr == 0.3
