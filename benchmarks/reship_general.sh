@@ -17,7 +17,8 @@
 #   python benchmarks/stale_results.py --results benchmarks/staging/results   # nothing stale for general?
 #   cp benchmarks/staging/weights/general.* sgm_inverse/weights/ && cp benchmarks/staging/results/*.{md,json,png} benchmarks/results/
 # then the README's and docs/benchmarks.md's general rows. On 2026-12-07 the two halves took 43 min (3 4 7 8)
-# and 98 min (5 6) side by side, with a third job part of the time.
+# and 98 min (5 6) side by side, with a third job part of the time; for step 9,000, with 8 MRI samples and before
+# ScoreModel's CPU chunking, 61 and 121 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=${1:?usage: bash benchmarks/reship_general.sh CANDIDATE_DIR [THREADS]}
