@@ -42,12 +42,13 @@ class ScoreModel(nn.Module):
     preconditioning, the score and everything a sampler does with it (forward models, data
     consistency) stay in the input's precision.
 
-    `cpu_chunk_pixels`: on the CPU, in eval mode, the network sees the batch in chunks of about this
-    many pixels (B x H x W; at least one image a chunk; None = one call). Its time per pixel grows
-    with the batch once the activations outgrow the caches: `general` (2.1 M parameters) on one
-    thread of this project's CPU took 72 ms per 64 x 64 pixels at 32,768 pixels a call, 91 at
-    65,536 and about 100 at 131,072 (4 and 8 images of 128 x 128). Every operation of the shipped
-    networks is per image (GroupNorm, convolutions), so the chunks give the same result.
+    `cpu_chunk_pixels`: on the CPU the network sees the batch in chunks of about this many pixels
+    (B x H x W; at least one image a chunk; None = one call), except in a training step (train mode
+    with autograd on), which keeps one call. Its time per pixel grows with the pixels of a call once
+    the activations outgrow the caches: `general` (2.1 M parameters) on one thread of this project's
+    CPU took 59 ms per 64 x 64 pixels for 8 images of 128 x 128 in one call and 46 in chunks of
+    32,768 pixels (benchmarks/speed_chunks.py). Every operation of the shipped networks works per
+    image (GroupNorm, convolutions), so the chunks give the same result to float32 rounding.
     """
 
     def __init__(self, network: nn.Module, sde: SDE, sigma_data: float = 0.5, config: dict | None = None,
@@ -129,7 +130,7 @@ class ScoreModel(nn.Module):
     def _network(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         """F(x_in, c_noise) for x_in (B, C, H, W), c_noise (B,); in chunks of images on the CPU (see the class)."""
         pixels = x_in.shape[0] * x_in[0, 0].numel()
-        if (self.training or x_in.device.type != "cpu" or not self.cpu_chunk_pixels
+        if ((self.training and torch.is_grad_enabled()) or x_in.device.type != "cpu" or not self.cpu_chunk_pixels
                 or pixels <= self.cpu_chunk_pixels):
             return self.network(x_in, c_noise)
         per_chunk = max(1, self.cpu_chunk_pixels // x_in[0, 0].numel())

@@ -31,8 +31,9 @@ FISTA_ITERATIONS = 300   # as tuned (benchmarks: fista_iters 300)
 # step 9,000 one sample gave 24.45 dB at 8-view CT and 33.64 dB at 4x MRI on brain validation slices, against
 # 22.87 / 29.85 for 200 PC steps (and, at step 2,100, 100 steps were only 0.08 dB better than 50). The mean of
 # several samples estimates the posterior mean, which one sample does not: 4 gave 24.84 / 34.68, 8 gave 24.90 /
-# 34.91. MRI takes 8 (+0.23 dB; +0.21 at step 5,540, archive/general5540_warm_start/), its data step being a cheap FFT;
-# CT keeps 4 (8 added 0.06 dB), so that a 128 x 128 8-view scan stays well inside 3 minutes on 2 CPU cores.
+# 34.91. MRI takes 8 (+0.23 dB; +0.21 at step 5,540, archive/general5540_warm_start/), its data step being a
+# cheap FFT; CT keeps 4 (8 added 0.06 dB), so that a 128 x 128 8-view scan stays well inside 3 minutes on 2 CPU
+# cores.
 # t0 = 0.2 for every view count was kept after benchmarks/warm_start_time.py (docs/samplers.md): a t0 falling
 # with the measurements per pixel, which 64 x 64 validation slices favoured, lost up to 1.97 dB on the real
 # scans, and 128 x 128 slices chose 0.2 too.

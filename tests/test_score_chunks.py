@@ -44,11 +44,16 @@ def test_chunks_split_the_batch_and_give_one_calls_score(chunk_pixels, sizes):
     assert not torch.equal(ref[0], ref[1])   # the images' scores differ: a chunk mix-up would show
 
 
-def test_training_mode_keeps_one_call():
-    """Training computes its loss on the whole batch in one call (chunking is a sampling-time speed-up)."""
+def test_a_training_step_keeps_one_call():
+    """A training step (train mode, autograd on) computes its loss on the whole batch in one call; the same
+    model sampling under no_grad is chunked (a user's model that was never put in eval mode)."""
     model = small_model(256).train()
-    seen, _ = batch_sizes_seen(model, torch.rand(4, 1, 16, 16), torch.full((4,), 0.3))
+    x, t = torch.rand(4, 1, 16, 16), torch.full((4,), 0.3)
+    seen, _ = batch_sizes_seen(model, x, t)
     assert seen == [4]
+    with torch.no_grad():
+        seen, _ = batch_sizes_seen(model, x, t)
+    assert seen == [1, 1, 1, 1]
 
 
 def test_chunked_score_keeps_its_gradient():
