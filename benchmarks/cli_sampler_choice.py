@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, checkpoint_step, markdown_table, provenance, write_results  # noqa: E402
+from common import RESULTS, checkpoint_step, markdown_table, merge_records, provenance, write_results  # noqa: E402
 
 from forward_models import SparseViewCT, UndersampledMRI  # noqa: E402
 from sgm_inverse import load_score_model, solve  # noqa: E402
@@ -93,13 +93,13 @@ def main(argv=None) -> int:
                    "seconds_per_image": round((time.time() - t) / len(x), 1)}
             rows.append(row)
             print(row, flush=True)
-    if args.merge and (args.out / f"{args.stem}.json").exists():
-        import json
-        old = json.loads((args.out / f"{args.stem}.json").read_text())["records"]
-        redone = {(r["setting"], r["candidate"]) for r in rows}
-        rows = [r for r in old if (r["setting"], r["candidate"]) not in redone] + rows
-        rows.sort(key=lambda r: ["ct8", "mri4"].index(r["setting"]))
-        prov["merged"] = f"rows {sorted(redone)} redone by this command; the others from the previous run"
+    if args.merge:
+        redone = sorted({(r["setting"], r["candidate"]) for r in rows})
+        rows, old_prov = merge_records(args.out / f"{args.stem}.json", rows,
+                                       key=lambda r: (r["setting"], r["candidate"]))
+        if old_prov is not None:
+            rows.sort(key=lambda r: ["ct8", "mri4"].index(r["setting"]))
+            prov["merged"] = f"rows {redone} redone by this command; the others from the previous run"
     labels = [c[0] for c in candidates(args)]
     means = {lab: float(np.mean([r["psnr"] for r in rows if r["candidate"] == lab])) for lab in labels
              if any(r["candidate"] == lab for r in rows)}

@@ -44,6 +44,17 @@ def file_lock(path: Path):
         yield
 
 
+def merge_records(path: Path, rows: list, key) -> tuple[list, dict | None]:
+    """For a run that redoes part of a results file: the records of `path` whose key(record) no row of `rows`
+    has, followed by `rows`, and that file's provenance; (`rows`, None) when there is no file yet."""
+    path = Path(path)
+    if not path.exists():
+        return rows, None
+    old = json.loads(path.read_text())
+    redone = {key(r) for r in rows}
+    return [r for r in old["records"] if key(r) not in redone] + rows, old["provenance"]
+
+
 def write_results(stem: str, records: list, markdown_table: str, device="cpu", out_dir: Path = RESULTS,
                   prov: dict | None = None) -> tuple[Path, Path]:
     """Write <stem>.json ({"provenance", "records"}) and <stem>.md (provenance + table); prov: the

@@ -10,15 +10,14 @@ with c grid-searched on 8 *validation* images of the same data set and setting. 
 every prior and setting (nothing is tuned on the test split):
   <checkpoint>      PC with projection and CG consistency, `--steps` steps at snr `--snr`, one sample;
   <checkpoint>:cli  the command line's default for the task (`sgm_inverse.tasks.solve_settings`: the mean of 4
-                    (CT) or 8 (MRI) DDNM samples warm-started at t0), warm-started from this setting's validation-tuned FISTA-TV
-                    (the row above it) rather than the command line's brain-tuned weight.
+                    (CT) or 8 (MRI) DDNM samples warm-started at t0), warm-started from this setting's
+                    validation-tuned FISTA-TV (the row above it) rather than the command line's brain-tuned weight.
 Writes benchmarks/results/<stem>.{json,md}; `--merge` keeps the rows of the settings this run does not redo
 (several runs, e.g. one per core, may merge into the same file: the read-merge-write holds a lock).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -28,8 +27,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import (RESULTS, checkpoint_step, file_lock, markdown_table, provenance, tuned_fista_tv,  # noqa: E402
-                    write_results)
+from common import (RESULTS, checkpoint_step, file_lock, markdown_table, merge_records, provenance,  # noqa: E402
+                    tuned_fista_tv, write_results)
 
 from forward_models import SparseViewCT, UndersampledMRI  # noqa: E402
 from sgm_inverse import load_score_model, solve  # noqa: E402
@@ -127,13 +126,13 @@ def main(argv=None) -> int:
             print(rows[-1], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     with file_lock(args.out / f".{args.stem}.lock"):
-        path = args.out / f"{args.stem}.json"
-        if args.merge and path.exists():
-            old = json.loads(path.read_text())
-            kept = [r for r in old["records"] if r["setting"] not in args.settings]
-            rows = sorted(kept + rows, key=lambda r: list(SETTINGS).index(r["setting"]))   # stable: method order
-            prov["merged"] = (f"settings {args.settings} by this command; "
-                              f"{sorted({r['setting'] for r in kept})} from: {old['provenance'].get('command')}")
+        old_prov = None
+        if args.merge:
+            rows, old_prov = merge_records(args.out / f"{args.stem}.json", rows, key=lambda r: r["setting"])
+        if old_prov is not None:
+            rows.sort(key=lambda r: list(SETTINGS).index(r["setting"]))   # stable: method order
+            kept = sorted({r["setting"] for r in rows} - set(args.settings))
+            prov["merged"] = f"settings {args.settings} by this command; {kept} from: {old_prov.get('command')}"
         table = markdown_table(rows, ["setting", "method", "n", "psnr", "psnr_std", "ssim", "sampler", "steps",
                                       "samples", "nfe_per_image", "seconds_per_image"])
         write_results(args.stem, rows, table, out_dir=args.out, prov=prov)

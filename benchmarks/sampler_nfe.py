@@ -47,7 +47,7 @@ from sgm_inverse.baselines import fbp, fista_tv, power_method, zero_filled  # no
 from sgm_inverse.baselines.tuned import tuned_fista_c  # noqa: E402
 from sgm_inverse.plotting import save_panels  # noqa: E402
 
-from common import RESULTS, checkpoint_step, markdown_table, provenance, write_results  # noqa: E402
+from common import RESULTS, checkpoint_step, markdown_table, merge_records, provenance, write_results  # noqa: E402
 
 SETTINGS = {  # name -> (data set, default checkpoint, forward model factory(image_size, noise_std), baseline)
     "brain-ct8": ("brain", "brain64", lambda n, s: SparseViewCT(n, n_views=8, noise_std=s), "fbp"),
@@ -420,12 +420,12 @@ def main(argv=None):
         records, images = run_setting(name, args)
         prov = {**provenance(args.device), "wall_seconds": round(time.time() - start, 1)}
         if args.merge and (args.out / f"{name}.json").exists():
-            old = json.loads((args.out / f"{name}.json").read_text())
-            ran = {r["method"] for r in records if r["nfe"] > 0}
-            records = [r for r in old["records"] if r["method"] not in ran] + [r for r in records if r["nfe"] > 0]
-            prov = {**prov, "merged_into": old["provenance"]}
-            notes_extra = (f"- Merged: the rows of {sorted(ran)} come from this command; the others from "
-                           f"`{old['provenance']['command']}` (commit {old['provenance']['commit'][:12]}). Each "
+            ran = sorted({r["method"] for r in records if r["nfe"] > 0})
+            records, old_prov = merge_records(args.out / f"{name}.json", [r for r in records if r["nfe"] > 0],
+                                              key=lambda r: r["method"])
+            prov = {**prov, "merged_into": old_prov}
+            notes_extra = (f"- Merged: the rows of {ran} come from this command; the others from "
+                           f"`{old_prov['command']}` (commit {old_prov['commit'][:12]}). Each "
                            f"record's grid is in the JSON ('grid').\n")
         else:
             notes_extra = ""
