@@ -1,6 +1,6 @@
 """Choose among a training run's checkpoints by validation reconstruction PSNR, not by loss.
 
-    python benchmarks/choose_checkpoint.py runs/general_snapshots/step* training_state/general/ema
+    python benchmarks/choose_checkpoint.py runs/general_snapshots/step* runs/general_live/ema
 
 Each checkpoint reconstructs the same validation images (brain and ellipses *val* splits, 64 x 64; never a
 test image, never a real scan) from 8-view parallel CT and 4x equispaced MRI with solve() (projection, CG

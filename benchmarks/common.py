@@ -25,7 +25,10 @@ def provenance(device: torch.device | str = "cpu") -> dict:
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     device = torch.device(device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     return {"command": "python " + " ".join(sys.argv), "commit": commit, "device": name,
             "torch": torch.__version__, "date": datetime.datetime.now().isoformat(timespec="seconds")}
 

@@ -458,12 +458,10 @@ def write_test_rows(name: str, records: list, args, warm: str) -> None:
     test = test_rows(name, records, args)
     prov = {**provenance(args.device), "wall_seconds": round(time.time() - start, 1)}
     path = args.out / f"{name}_test.json"
-    if args.merge and path.exists():   # replace the rerun methods' rows, keep the others
-        old = json.loads(path.read_text())
-        ran = {r["method"] for r in test if r["nfe"] > 0}
-        test = test[:len([r for r in test if r["nfe"] == 0])] + \
-            [r for r in old["records"] if r["nfe"] > 0 and r["method"] not in ran] + [r for r in test if r["nfe"] > 0]
-        prov = {**prov, "merged_into": old["provenance"]}
+    if args.merge and path.exists():   # replace the rerun methods' rows, keep the others; baselines first
+        test, old_prov = merge_records(path, test, key=lambda r: r["method"])
+        test = sorted(test, key=lambda r: r["nfe"] > 0)   # stable: kept rows before the rerun ones
+        prov = {**prov, "merged_into": old_prov}
     notes = (f"- {name}: {test[0]['dataset']} test images {test[0]['indices']}; each method with the "
              f"options chosen on validation ({name}.json) at its best budget and at its best budget "
              f"<= {args.low_budget} NFE per image ('picked_for' in the JSON; val_psnr: its validation PSNR).\n"
