@@ -36,6 +36,7 @@ for shape in sys.argv[5:]:   # one shape per interpreter (main)
             model(x, t)
         wall, r1 = time.perf_counter() - w, resource.getrusage(resource.RUSAGE_SELF)
     rows.append({"images": b, "size": s, "retain_freed_memory": applied, "seconds_per_call": wall / reps,
+                 "checkpoint_step": model.config.get("training", {}).get("step"),   # stale_results.py
                  "user_seconds": (r1.ru_utime - r0.ru_utime) / reps, "system_seconds": (r1.ru_stime - r0.ru_stime) / reps,
                  "page_faults": (r1.ru_minflt - r0.ru_minflt) // reps})
 print(json.dumps(rows))
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
     rows = []
     for shape in args.shapes:
         default, kept = run(shape, False), run(shape, True)
-        rows.append({"images": default["images"], "size": default["size"],
+        rows.append({"images": default["images"], "size": default["size"], "checkpoint_step": kept["checkpoint_step"],
                      "seconds_default": round(default["seconds_per_call"], 3),
                      "seconds_retained": round(kept["seconds_per_call"], 3),
                      "speedup": round(default["seconds_per_call"] / kept["seconds_per_call"], 2),

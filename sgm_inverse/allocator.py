@@ -6,9 +6,9 @@ once, and trims the top of its heap once more than a trim threshold of it is fre
 next, so at large images every evaluation page-faults tens of megabytes back in, zero-filled by the kernel.
 On the project's 2-core CPU (2 threads, one `general` call, `benchmarks/speed_allocator.py`):
 
-    2 images of 512 x 512    6.69 s -> 4.10 s     (2.07 M -> 0.69 M page faults per call)
-    8 images of 128 x 128    1.15 s -> 0.78 s     (110,646 -> 102)
-    32 images of 64 x 64     1.08 s -> 1.09 s
+    2 images of 512 x 512    7.23 s -> 3.98 s     (2.11 M -> 0.53 M page faults per call)
+    8 images of 128 x 128    0.98 s -> 0.81 s     (58,313 -> 0)
+    32 images of 64 x 64     0.90 s -> 0.83 s     (69,901 -> 220)
 
 `retain_freed_memory()` sets the mmap threshold to glibc's maximum (32 MiB; larger blocks are still mapped
 afresh) and the trim threshold to 1 GiB, so that the blocks below 32 MiB stay in the heap between evaluations.
