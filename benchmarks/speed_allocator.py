@@ -3,8 +3,9 @@
     python benchmarks/speed_allocator.py [--checkpoint general] [--threads 2] [--shapes 2x512 4x128 8x128 32x64]
 
 Each shape and setting runs in a fresh interpreter (mallopt changes the whole process, and glibc's thresholds
-adapt to what a process has freed before): per shape (B images of S x S), one warm-up call, then `--reps` timed calls under no_grad, with the wall time, the user and system CPU time and
-the minor page faults per call. Writes benchmarks/results/speed_allocator.{json,md}.
+adapt to what a process has freed before): per shape (B images of S x S), one warm-up call, then `--reps` timed
+calls under no_grad, with the wall time, the user and system CPU time and the minor page faults per call.
+Writes benchmarks/results/speed_allocator.{json,md}.
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     prov = provenance()
     prov["device"] = prov["device"].rsplit(",", 1)[0] + f", {args.threads} threads"
+
     def run(shape: str, retain: bool) -> dict:
         out = subprocess.run([sys.executable, "-c", WORKER, args.checkpoint, str(args.threads), str(int(retain)),
                               str(args.reps), shape], capture_output=True, text=True, check=True)
