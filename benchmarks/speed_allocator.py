@@ -4,7 +4,7 @@
 
 Each shape and setting runs in a fresh interpreter (mallopt changes the whole process, and glibc's thresholds
 adapt to what a process has freed before): per shape (B images of S x S), one warm-up call, then `--reps` timed
-calls under no_grad, with the wall time, the user and system CPU time and the minor page faults per call.
+calls under no_grad, with the wall time, the system CPU time and the minor page faults per call.
 Writes benchmarks/results/speed_allocator.{json,md}.
 """
 from __future__ import annotations
@@ -22,25 +22,23 @@ WORKER = """
 import json, resource, sys, time, torch
 from sgm_inverse import load_score_model
 from sgm_inverse.allocator import retain_freed_memory
-checkpoint, threads, retain, reps = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", int(sys.argv[4])
+checkpoint, threads, retain, reps, shape = sys.argv[1:6]
+threads, retain, reps = int(threads), retain == "1", int(reps)
 applied = retain_freed_memory() if retain else False
 torch.set_num_threads(threads)
 model = load_score_model(checkpoint).eval()
-rows = []
-for shape in sys.argv[5:]:   # one shape per interpreter (main)
-    b, s = (int(v) for v in shape.split("x"))
-    x, t = torch.rand(b, 1, s, s), torch.full((b,), 0.3)
-    with torch.no_grad():
+b, s = (int(v) for v in shape.split("x"))
+x, t = torch.rand(b, 1, s, s), torch.full((b,), 0.3)
+with torch.no_grad():
+    model(x, t)
+    r0, w = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    for _ in range(reps):
         model(x, t)
-        r0, w = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        for _ in range(reps):
-            model(x, t)
-        wall, r1 = time.perf_counter() - w, resource.getrusage(resource.RUSAGE_SELF)
-    rows.append({"images": b, "size": s, "retain_freed_memory": applied, "seconds_per_call": wall / reps,
-                 "checkpoint_step": model.config.get("training", {}).get("step"),   # stale_results.py
-                 "user_seconds": (r1.ru_utime - r0.ru_utime) / reps, "system_seconds": (r1.ru_stime - r0.ru_stime) / reps,
-                 "page_faults": (r1.ru_minflt - r0.ru_minflt) // reps})
-print(json.dumps(rows))
+    wall, r1 = time.perf_counter() - w, resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"images": b, "size": s, "retain_freed_memory": applied, "seconds_per_call": wall / reps,
+                  "checkpoint_step": model.config.get("training", {}).get("step"),   # stale_results.py
+                  "system_seconds": (r1.ru_stime - r0.ru_stime) / reps,
+                  "page_faults": (r1.ru_minflt - r0.ru_minflt) // reps}))
 """
 
 
@@ -58,7 +56,7 @@ def main(argv=None) -> int:
     def run(shape: str, retain: bool) -> dict:
         out = subprocess.run([sys.executable, "-c", WORKER, args.checkpoint, str(args.threads), str(int(retain)),
                               str(args.reps), shape], capture_output=True, text=True, check=True)
-        return json.loads(out.stdout.strip().splitlines()[-1])[0]
+        return json.loads(out.stdout.strip().splitlines()[-1])
 
     rows = []
     for shape in args.shapes:
@@ -73,8 +71,8 @@ def main(argv=None) -> int:
                      "applied": kept["retain_freed_memory"]})
         print(rows[-1], flush=True)
     table = markdown_table(rows, list(rows[0]))
-    table += (f"\n\n`{args.checkpoint}`, one call of B images under no_grad (the CPU chunking of `ScoreModel` applies), "
-              f"mean of {args.reps} calls after one warm-up, each shape and setting in a fresh interpreter.")
+    table += (f"\n\n`{args.checkpoint}`, one call of B images under no_grad (the CPU chunking of `ScoreModel` "
+              f"applies), mean of {args.reps} calls after one warm-up, each shape and setting in a fresh interpreter.")
     write_results("speed_allocator", [{"checkpoint": args.checkpoint, **r} for r in rows], table, out_dir=args.out,
                   prov=prov)
     return 0
